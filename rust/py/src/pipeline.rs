@@ -1,0 +1,200 @@
+//! Store and restore pipeline bindings, plus the namespace key derivations.
+
+use fstore_core::chunker::{ChunkerParams, DEFAULT_AVG_SIZE, DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE};
+use fstore_core::keys::NamespaceKeys;
+use fstore_core::pipeline;
+use pyo3::buffer::PyBuffer;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::buf;
+use crate::error::{NativeResult, not_finished};
+use crate::sealing::bytes_filled_by;
+
+#[pyfunction]
+pub fn chunk_id_key<'py>(
+    py: Python<'py>,
+    namespace_secret: PyBuffer<u8>,
+) -> NativeResult<Bound<'py, PyBytes>> {
+    let keys = NamespaceKeys::new(buf::read(&namespace_secret)?)?;
+    Ok(PyBytes::new(py, keys.chunk_id_key()))
+}
+
+#[pyfunction]
+pub fn chunk_id<'py>(
+    py: Python<'py>,
+    namespace_secret: PyBuffer<u8>,
+    data: PyBuffer<u8>,
+) -> NativeResult<Bound<'py, PyBytes>> {
+    let keys = NamespaceKeys::new(buf::read(&namespace_secret)?)?;
+    let data = buf::read(&data)?;
+    let id = py.detach(|| keys.chunk_id(data, true));
+    Ok(PyBytes::new(py, &id))
+}
+
+#[pyfunction]
+pub fn chunk_key<'py>(
+    py: Python<'py>,
+    namespace_secret: PyBuffer<u8>,
+    chunk_id: PyBuffer<u8>,
+) -> NativeResult<Bound<'py, PyBytes>> {
+    let keys = NamespaceKeys::new(buf::read(&namespace_secret)?)?;
+    let id: &[u8; 32] = buf::read(&chunk_id)?
+        .try_into()
+        .map_err(|_| fstore_core::Error::InvalidArgument("a chunk id must be 32 bytes".into()))?;
+    Ok(PyBytes::new(py, &keys.chunk_key(id)))
+}
+
+/// One chunk of a stored file, ready to go on the network as a blob.
+#[pyclass(module = "fstore._native", frozen, get_all)]
+pub struct SealedChunk {
+    chunk_id: Py<PyBytes>,
+    address: Py<PyBytes>,
+    key: Py<PyBytes>,
+    sealed: Py<PyBytes>,
+    plain_length: usize,
+    offset: u64,
+}
+
+#[pymethods]
+impl SealedChunk {
+    fn __repr__(&self) -> String {
+        format!(
+            "SealedChunk(offset={}, plain_length={}, sealed_length=…)",
+            self.offset, self.plain_length
+        )
+    }
+}
+
+#[pyclass(module = "fstore._native")]
+pub struct StorePipeline {
+    inner: pipeline::StorePipeline,
+}
+
+impl StorePipeline {
+    /// Seal every chunk that can be cut now, each straight into a new `bytes`.
+    fn drain(&mut self, py: Python<'_>) -> NativeResult<Vec<SealedChunk>> {
+        let mut out = Vec::new();
+        loop {
+            let inner = &mut self.inner;
+            let Some(chunk) = py.detach(|| inner.next_chunk()) else {
+                break;
+            };
+            let mut address = [0u8; 32];
+            let sealed = bytes_filled_by(py, chunk.sealed_len(), |b| {
+                address = chunk.seal_into(b)?;
+                Ok(())
+            })?;
+            out.push(SealedChunk {
+                chunk_id: PyBytes::new(py, &chunk.chunk_id).unbind(),
+                address: PyBytes::new(py, &address).unbind(),
+                key: PyBytes::new(py, &chunk.key).unbind(),
+                sealed: sealed.unbind(),
+                plain_length: chunk.span.len,
+                offset: chunk.span.offset,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl StorePipeline {
+    #[new]
+    #[pyo3(signature = (
+        namespace_secret,
+        *,
+        min_size = DEFAULT_MIN_SIZE,
+        avg_size = DEFAULT_AVG_SIZE,
+        max_size = DEFAULT_MAX_SIZE,
+        parallel = true,
+    ))]
+    fn new(
+        namespace_secret: PyBuffer<u8>,
+        min_size: usize,
+        avg_size: usize,
+        max_size: usize,
+        parallel: bool,
+    ) -> NativeResult<Self> {
+        let keys = NamespaceKeys::new(buf::read(&namespace_secret)?)?;
+        let params = ChunkerParams::new(min_size, avg_size, max_size)?;
+        Ok(StorePipeline {
+            inner: pipeline::StorePipeline::new(keys, params, parallel),
+        })
+    }
+
+    fn feed(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> NativeResult<Vec<SealedChunk>> {
+        let data = buf::read(&data)?;
+        let inner = &mut self.inner;
+        py.detach(|| inner.push(data))?;
+        self.drain(py)
+    }
+
+    fn finish(&mut self, py: Python<'_>) -> NativeResult<Vec<SealedChunk>> {
+        self.inner.finish()?;
+        self.drain(py)
+    }
+
+    #[getter]
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    #[getter]
+    fn blake3<'py>(&self, py: Python<'py>) -> NativeResult<Bound<'py, PyBytes>> {
+        match self.inner.blake3() {
+            Some(digest) => Ok(PyBytes::new(py, &digest)),
+            None => Err(not_finished("the whole-file BLAKE3")),
+        }
+    }
+}
+
+#[pyclass(module = "fstore._native")]
+pub struct RestorePipeline {
+    inner: pipeline::RestorePipeline,
+    parallel: bool,
+}
+
+#[pymethods]
+impl RestorePipeline {
+    #[new]
+    #[pyo3(signature = (*, parallel = true))]
+    fn new(parallel: bool) -> Self {
+        RestorePipeline {
+            inner: pipeline::RestorePipeline::new(parallel),
+            parallel,
+        }
+    }
+
+    fn open_chunk<'py>(
+        &mut self,
+        py: Python<'py>,
+        address: PyBuffer<u8>,
+        key: PyBuffer<u8>,
+        sealed: PyBuffer<u8>,
+        plain_length: u64,
+    ) -> NativeResult<Bound<'py, PyBytes>> {
+        let (address, key, sealed) = (buf::read(&address)?, buf::read(&key)?, buf::read(&sealed)?);
+        // Address and length are checked before a single byte is allocated
+        // for a length that came from outside.
+        let parallel = self.parallel;
+        py.detach(|| {
+            pipeline::RestorePipeline::check_chunk(address, sealed, plain_length, parallel)
+        })?;
+        let inner = &mut self.inner;
+        bytes_filled_by(py, plain_length as usize, |out| {
+            inner.open_checked(key, sealed, out)
+        })
+    }
+
+    fn finish(&self, expected_size: u64, expected_blake3: PyBuffer<u8>) -> NativeResult<()> {
+        Ok(self
+            .inner
+            .finish(expected_size, buf::read(&expected_blake3)?)?)
+    }
+
+    #[getter]
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+}
