@@ -240,7 +240,8 @@ class RestorePipeline:
     """Sealed chunks in, verified plaintext out, in file order.
 
     Each blob is checked against its address before it is opened; :meth:`finish`
-    checks the total size and whole-file BLAKE3.
+    checks the total size and whole-file BLAKE3. A chunk that fails any check
+    changes nothing, so it can be retried with another holder's copy.
     """
 
     def __new__(cls, *, parallel: bool = True) -> Self: ...

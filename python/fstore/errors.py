@@ -19,8 +19,11 @@ class InvalidArgumentError(FstoreError, ValueError):
 class AlreadyFinalizedError(FstoreError):
     """A streaming object was used after ``finalize``/``finish`` or after a failure.
 
-    Sealers, openers and pipelines refuse further use once they have finished or
-    once any call has failed, so a half-processed stream is never continued.
+    Sealers, openers and the store pipeline refuse further use once they have
+    finished or once any call has failed, so a half-processed stream is never
+    continued. ``RestorePipeline`` is the one exception to "after a failure": a
+    chunk that fails a check changes none of its state, so the same chunk may be
+    retried with a copy from another holder; it still refuses use after ``finish``.
     """
 
 

@@ -113,11 +113,15 @@ impl StorePipeline {
 }
 
 /// Verifies and opens a file's sealed chunks in order, and checks the whole file.
+///
+/// A chunk that fails any check changes nothing, so the caller can retry the
+/// same chunk with a copy from another holder. After `finish` it refuses use.
 #[derive(Debug)]
 pub struct RestorePipeline {
     file_hasher: blake3::Hasher,
     size: u64,
     parallel: bool,
+    finished: bool,
 }
 
 impl RestorePipeline {
@@ -126,7 +130,15 @@ impl RestorePipeline {
             file_hasher: blake3::Hasher::new(),
             size: 0,
             parallel,
+            finished: false,
         }
+    }
+
+    fn check_active(&self) -> Result<()> {
+        if self.finished {
+            return Err(Error::AlreadyFinalized("restore pipeline"));
+        }
+        Ok(())
     }
 
     pub fn size(&self) -> u64 {
@@ -142,19 +154,15 @@ impl RestorePipeline {
         sealed: &[u8],
         out: &mut [u8],
     ) -> Result<()> {
-        Self::check_chunk(address, sealed, out.len() as u64, self.parallel)?;
+        self.check_chunk(address, sealed, out.len() as u64)?;
         self.open_checked(key, sealed, out)
     }
 
     /// The checks that need no key: the blob hashes to its address, and its
     /// length is exactly what a `plain_len`-byte chunk seals to.
-    pub fn check_chunk(
-        address: &[u8],
-        sealed: &[u8],
-        plain_len: u64,
-        parallel: bool,
-    ) -> Result<()> {
-        let actual = address_of(sealed, parallel);
+    pub fn check_chunk(&self, address: &[u8], sealed: &[u8], plain_len: u64) -> Result<()> {
+        self.check_active()?;
+        let actual = address_of(sealed, self.parallel);
         if actual.as_slice() != address {
             return Err(Error::AddressMismatch {
                 expected: to_hex(address),
@@ -178,13 +186,16 @@ impl RestorePipeline {
 
     /// Open a chunk that passed [`RestorePipeline::check_chunk`] into `out`.
     pub fn open_checked(&mut self, key: &[u8], sealed: &[u8], out: &mut [u8]) -> Result<()> {
+        self.check_active()?;
         seal::open_into(key, CHUNK_CONTEXT, sealed, out)?;
         hash::update(&mut self.file_hasher, out, self.parallel);
         self.size += out.len() as u64;
         Ok(())
     }
 
-    pub fn finish(&self, expected_size: u64, expected_blake3: &[u8]) -> Result<()> {
+    pub fn finish(&mut self, expected_size: u64, expected_blake3: &[u8]) -> Result<()> {
+        self.check_active()?;
+        self.finished = true;
         if self.size != expected_size {
             return Err(Error::FileMismatch(format!(
                 "{} bytes, expected {expected_size}",

@@ -15,6 +15,22 @@ pub struct Chunker {
     inner: ChunkBuffer,
 }
 
+/// Validated sizes; negative ones are an `InvalidArgumentError` like any other bad size.
+pub fn chunker_params(min_size: i64, avg_size: i64, max_size: i64) -> NativeResult<ChunkerParams> {
+    let size = |name: &str, value: i64| {
+        usize::try_from(value).map_err(|_| {
+            fstore_core::Error::InvalidArgument(format!(
+                "chunker {name} must be a positive power of two, not {value}"
+            ))
+        })
+    };
+    Ok(ChunkerParams::new(
+        size("min_size", min_size)?,
+        size("avg_size", avg_size)?,
+        size("max_size", max_size)?,
+    )?)
+}
+
 impl Chunker {
     fn drain(&mut self) -> Vec<u64> {
         let mut ends = Vec::new();
@@ -28,9 +44,9 @@ impl Chunker {
 #[pymethods]
 impl Chunker {
     #[new]
-    #[pyo3(signature = (min_size = DEFAULT_MIN_SIZE, avg_size = DEFAULT_AVG_SIZE, max_size = DEFAULT_MAX_SIZE))]
-    fn new(min_size: usize, avg_size: usize, max_size: usize) -> NativeResult<Self> {
-        let params = ChunkerParams::new(min_size, avg_size, max_size)?;
+    #[pyo3(signature = (min_size = DEFAULT_MIN_SIZE as i64, avg_size = DEFAULT_AVG_SIZE as i64, max_size = DEFAULT_MAX_SIZE as i64))]
+    fn new(min_size: i64, avg_size: i64, max_size: i64) -> NativeResult<Self> {
+        let params = chunker_params(min_size, avg_size, max_size)?;
         Ok(Chunker {
             inner: ChunkBuffer::new(params),
         })

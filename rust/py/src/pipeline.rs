@@ -1,6 +1,6 @@
 //! Store and restore pipeline bindings, plus the namespace key derivations.
 
-use fstore_core::chunker::{ChunkerParams, DEFAULT_AVG_SIZE, DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE};
+use fstore_core::chunker::{DEFAULT_AVG_SIZE, DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE};
 use fstore_core::keys::NamespaceKeys;
 use fstore_core::pipeline;
 use pyo3::buffer::PyBuffer;
@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::buf;
+use crate::chunking::chunker_params;
 use crate::error::{NativeResult, not_finished};
 use crate::sealing::bytes_filled_by;
 
@@ -104,20 +105,20 @@ impl StorePipeline {
     #[pyo3(signature = (
         namespace_secret,
         *,
-        min_size = DEFAULT_MIN_SIZE,
-        avg_size = DEFAULT_AVG_SIZE,
-        max_size = DEFAULT_MAX_SIZE,
+        min_size = DEFAULT_MIN_SIZE as i64,
+        avg_size = DEFAULT_AVG_SIZE as i64,
+        max_size = DEFAULT_MAX_SIZE as i64,
         parallel = true,
     ))]
     fn new(
         namespace_secret: PyBuffer<u8>,
-        min_size: usize,
-        avg_size: usize,
-        max_size: usize,
+        min_size: i64,
+        avg_size: i64,
+        max_size: i64,
         parallel: bool,
     ) -> NativeResult<Self> {
         let keys = NamespaceKeys::new(buf::read(&namespace_secret)?)?;
-        let params = ChunkerParams::new(min_size, avg_size, max_size)?;
+        let params = chunker_params(min_size, avg_size, max_size)?;
         Ok(StorePipeline {
             inner: pipeline::StorePipeline::new(keys, params, parallel),
         })
@@ -152,7 +153,6 @@ impl StorePipeline {
 #[pyclass(module = "fstore._native")]
 pub struct RestorePipeline {
     inner: pipeline::RestorePipeline,
-    parallel: bool,
 }
 
 #[pymethods]
@@ -162,7 +162,6 @@ impl RestorePipeline {
     fn new(parallel: bool) -> Self {
         RestorePipeline {
             inner: pipeline::RestorePipeline::new(parallel),
-            parallel,
         }
     }
 
@@ -177,17 +176,15 @@ impl RestorePipeline {
         let (address, key, sealed) = (buf::read(&address)?, buf::read(&key)?, buf::read(&sealed)?);
         // Address and length are checked before a single byte is allocated
         // for a length that came from outside.
-        let parallel = self.parallel;
-        py.detach(|| {
-            pipeline::RestorePipeline::check_chunk(address, sealed, plain_length, parallel)
-        })?;
+        let inner = &self.inner;
+        py.detach(|| inner.check_chunk(address, sealed, plain_length))?;
         let inner = &mut self.inner;
         bytes_filled_by(py, plain_length as usize, |out| {
             inner.open_checked(key, sealed, out)
         })
     }
 
-    fn finish(&self, expected_size: u64, expected_blake3: PyBuffer<u8>) -> NativeResult<()> {
+    fn finish(&mut self, expected_size: u64, expected_blake3: PyBuffer<u8>) -> NativeResult<()> {
         Ok(self
             .inner
             .finish(expected_size, buf::read(&expected_blake3)?)?)
