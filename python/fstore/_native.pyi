@@ -219,10 +219,14 @@ class StorePipeline:
         max_size: int = ...,
         parallel: bool = True,
     ) -> Self:
-        """With ``parallel``, the BLAKE3 passes use all cores; chunking and sealing
-        stay on the calling thread."""
+        """With ``parallel`` (the default), each step seals its chunks on all cores
+        while FastCDC cuts the next ones; ``parallel=False`` keeps it on one core."""
     def feed(self, data: Buffer) -> list[SealedChunk]:
-        """Take more plaintext; returns the chunks it completed (possibly none)."""
+        """Take more plaintext; returns the chunks sealed so far, in file order.
+
+        Chunks come out one call behind the input that completes them: a call
+        seals the chunks the previous call cut while it cuts the next ones.
+        """
     def finish(self) -> list[SealedChunk]:
         """End the stream; returns the last chunks.
 
@@ -244,7 +248,8 @@ class RestorePipeline:
     changes nothing, so it can be retried with another holder's copy.
     """
 
-    def __new__(cls, *, parallel: bool = True) -> Self: ...
+    def __new__(cls, *, parallel: bool = True) -> Self:
+        """With ``parallel``, hashing a chunk of 128 KiB or more uses all cores."""
     def open_chunk(self, address: Buffer, key: Buffer, sealed: Buffer, plain_length: int) -> bytes:
         """Verify, open and return one chunk's plaintext.
 

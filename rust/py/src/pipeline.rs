@@ -4,6 +4,7 @@ use fstore_core::chunker::{DEFAULT_AVG_SIZE, DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE}
 use fstore_core::keys::NamespaceKeys;
 use fstore_core::pipeline;
 use pyo3::buffer::PyBuffer;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -72,30 +73,46 @@ pub struct StorePipeline {
     inner: pipeline::StorePipeline,
 }
 
+/// A new, uninitialised `bytes` of `len` bytes and a mutable view of its memory.
+///
+/// SAFETY of the view: the object was just created, nothing else references it
+/// yet, and the caller fills every byte before handing the object out (or drops
+/// it on failure), which is how the C API's own `PyBytes_FromStringAndSize(NULL, n)`
+/// is meant to be used.
+fn new_bytes_for_writing(py: Python<'_>, len: usize) -> PyResult<(Bound<'_, PyBytes>, &mut [u8])> {
+    unsafe {
+        let ptr = ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as ffi::Py_ssize_t);
+        let obj = Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyBytes>();
+        let data = ffi::PyBytes_AsString(obj.as_ptr()).cast::<u8>();
+        Ok((obj, std::slice::from_raw_parts_mut(data, len)))
+    }
+}
+
 impl StorePipeline {
-    /// Seal every chunk that can be cut now, each straight into a new `bytes`.
-    fn drain(&mut self, py: Python<'_>) -> NativeResult<Vec<SealedChunk>> {
-        let mut out = Vec::new();
-        loop {
-            let inner = &mut self.inner;
-            let Some(chunk) = py.detach(|| inner.next_chunk()) else {
-                break;
-            };
-            let mut address = [0u8; 32];
-            let sealed = bytes_filled_by(py, chunk.sealed_len(), |b| {
-                address = chunk.seal_into(b)?;
-                Ok(())
-            })?;
-            out.push(SealedChunk {
-                chunk_id: PyBytes::new(py, &chunk.chunk_id).unbind(),
-                address: PyBytes::new(py, &address).unbind(),
-                key: PyBytes::new(py, &chunk.key).unbind(),
-                sealed: sealed.unbind(),
-                plain_length: chunk.span.len,
-                offset: chunk.span.offset,
-            });
+    /// One pipeline step: seal the pending chunks straight into new `bytes`
+    /// objects while the next chunks are cut, with the GIL released.
+    fn step(&mut self, py: Python<'_>) -> NativeResult<Vec<SealedChunk>> {
+        let mut objects = Vec::new();
+        let mut views = Vec::new();
+        for len in self.inner.pending_sealed_lens() {
+            let (obj, view) = new_bytes_for_writing(py, len)?;
+            objects.push(obj);
+            views.push(view);
         }
-        Ok(out)
+        let inner = &mut self.inner;
+        let metas = py.detach(|| inner.step(&mut views))?;
+        Ok(metas
+            .into_iter()
+            .zip(objects)
+            .map(|(meta, sealed)| SealedChunk {
+                chunk_id: PyBytes::new(py, &meta.chunk_id).unbind(),
+                address: PyBytes::new(py, &meta.address).unbind(),
+                key: PyBytes::new(py, &meta.key).unbind(),
+                sealed: sealed.unbind(),
+                plain_length: meta.span.len,
+                offset: meta.span.offset,
+            })
+            .collect())
     }
 }
 
@@ -128,12 +145,16 @@ impl StorePipeline {
         let data = buf::read(&data)?;
         let inner = &mut self.inner;
         py.detach(|| inner.push(data))?;
-        self.drain(py)
+        self.step(py)
     }
 
     fn finish(&mut self, py: Python<'_>) -> NativeResult<Vec<SealedChunk>> {
         self.inner.finish()?;
-        self.drain(py)
+        let mut out = Vec::new();
+        while self.inner.has_work() {
+            out.extend(self.step(py)?);
+        }
+        Ok(out)
     }
 
     #[getter]

@@ -1,0 +1,1 @@
+"""Throughput benchmarks of ``fstore._native``: run with ``pytest benches --benchmark-enable``."""
