@@ -68,13 +68,78 @@ class FileMismatchError(IntegrityError):
     """A reassembled file's size or whole-file BLAKE3 differs from what its manifest says."""
 
 
+class StorageError(FstoreError):
+    """The node's local storage (blob files or the catalog database) failed.
+
+    The operating system's or SQLite's error is chained as ``__cause__``.
+    """
+
+
+class DiskFullError(StorageError):
+    """The disk (or quota) holding the node's data directory is full.
+
+    Nothing partial was left behind: a blob that could not be written completely
+    is not visible under its address, and a catalog transaction was rolled back.
+    """
+
+
+class ProtocolError(FstoreError):
+    """A peer broke the wire protocol (``docs/PROTOCOL.md``); the connection must be closed.
+
+    Raised for a malformed or oversized frame, a bad handshake or a broken stream
+    rule, and also before sending a frame that the peer would have to reject for
+    one of these reasons.
+    """
+
+
+class InvalidCapabilityError(FstoreError, ValueError):
+    """A capability string is malformed or was altered (its check digits do not match)."""
+
+
+class NotFoundError(FstoreError):
+    """No file by that name (or it was deleted), or no live node holds a needed blob."""
+
+
+class NetworkError(FstoreError):
+    """Talking to other nodes failed."""
+
+
+class PeerUnavailableError(NetworkError):
+    """A peer could not be reached, or its connection was lost or timed out."""
+
+
+class RemoteError(NetworkError):
+    """A peer answered a request with an error response.
+
+    ``code`` is the stable error code from ``docs/PROTOCOL.md`` (``not_found``,
+    ``bad_address``, ``disk_full``, ``busy``, ...).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class InsufficientReplicasError(NetworkError):
+    """Fewer nodes than required acknowledged a durable copy, so a store failed."""
+
+
 __all__ = [
     "AddressMismatchError",
     "AlreadyFinalizedError",
+    "DiskFullError",
     "FileMismatchError",
     "FstoreError",
+    "InsufficientReplicasError",
     "IntegrityError",
     "InvalidArgumentError",
+    "InvalidCapabilityError",
+    "NetworkError",
+    "NotFoundError",
+    "PeerUnavailableError",
+    "ProtocolError",
+    "RemoteError",
+    "StorageError",
     "TamperedError",
     "TrailingDataError",
     "TruncatedError",

@@ -1,0 +1,730 @@
+"""The node's local storage: blob files on disk, and the SQLite catalog.
+
+A node's data directory holds (DESIGN.md section 3)::
+
+    blobs/ab/cd/<address>   one file per blob: 64 lowercase hex characters, ab and cd
+                            its first two bytes
+    blobs/tmp/              blobs being written; anything left here is a crash's debris
+                            and is removed when the store is opened
+    blobs/corrupt/          blobs that failed their hash check on read, kept for inspection
+    fstore.db               the catalog: name records, chunk index, pins, peers
+
+Durability rule: when :meth:`BlobStore.put` or :meth:`BlobStore.put_many` returns,
+the blob survives a crash of the process *and* of the machine (unless the store was
+opened with ``durable=False``). A blob is written to a temporary file in the same
+file system, fsynced, renamed into place and its directory fsynced, so a partial
+blob is never visible under its address. Catalog writes are durable when the
+method returns (``synchronous=FULL``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from typing_extensions import Buffer
+
+from fstore import _native
+from fstore.errors import AddressMismatchError, DiskFullError, InvalidArgumentError, StorageError
+
+__all__ = ["ADDRESS_LEN", "CATALOG_NAME", "BlobStore", "Catalog", "Version"]
+
+log = logging.getLogger("fstore.store")
+
+ADDRESS_LEN = 32
+"""Length of a blob address, and of every other id the store keeps (chunk ids,
+record locators, node ids): all are BLAKE3 outputs."""
+
+CATALOG_NAME = "fstore.db"
+"""The catalog's file name inside a node's data directory."""
+
+Version = tuple[int, bytes]
+"""A name record's version: (hybrid-clock integer, node id). Compared as a tuple;
+the highest wins."""
+
+_HEX_ADDRESS = re.compile(r"[0-9a-f]{64}")
+_HEX_BYTE = re.compile(r"[0-9a-f]{2}")
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_MAX_CLOCK = (1 << 63) - 1  # SQLite INTEGER is a signed 64-bit number
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def _check_id(value: object, what: str = "address") -> bytes:
+    """Return ``value`` as exactly 32 bytes, or raise :class:`InvalidArgumentError`.
+
+    Only bytes-like objects are accepted, never ``str``: the store turns ids into
+    hex itself, so nothing that comes from outside is ever a path component.
+    """
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise InvalidArgumentError(
+            f"{what} must be {ADDRESS_LEN} bytes, not {type(value).__name__}"
+        )
+    raw = bytes(value)
+    if len(raw) != ADDRESS_LEN:
+        raise InvalidArgumentError(f"{what} must be {ADDRESS_LEN} bytes, got {len(raw)}")
+    return raw
+
+
+def _os_error(exc: OSError, doing: str) -> StorageError:
+    """The fstore error for an ``OSError``; the caller chains ``exc`` as its cause."""
+    if exc.errno in _DISK_FULL_ERRNOS:
+        return DiskFullError(f"disk full while {doing} ({exc.strerror})")
+    return StorageError(f"{doing} failed: {exc}")
+
+
+def _fsync_dir(path: str) -> None:
+    """Make the entries of directory ``path`` (creations, renames) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: str) -> None:
+    """Remove a temporary file during cleanup; a failure here must not hide the real error."""
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        log.warning("could not remove temporary file %s: %s", path, exc)
+
+
+def _write_fd(fd: int, view: memoryview) -> None:
+    """Write all of ``view``: ``os.write`` may write less than asked."""
+    offset = 0
+    while offset < view.nbytes:
+        offset += os.write(fd, view[offset:])
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    """Read ``size`` bytes (the file's size from ``fstat``), or fewer if it shrank."""
+    data = os.read(fd, size)  # one allocation, one syscall in the usual case
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    remaining = size - len(data)
+    while remaining and (part := os.read(fd, remaining)):
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
+
+def _byte_view(data: Buffer) -> memoryview:
+    """A flat byte view of any C-contiguous buffer, without copying."""
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+# --- blobs ---------------------------------------------------------------------
+
+
+class BlobStore:
+    """Content-addressed blob files under ``root/blobs``; thread-safe.
+
+    Every method may be called from any thread (the node calls them through
+    ``asyncio.to_thread``). Exactly one ``BlobStore`` may use a directory at a
+    time: opening one removes the temporary files of any other.
+
+    ``durable=False`` skips every fsync. It exists for benchmarks only: a blob
+    may then be lost (never corrupted) if the machine crashes.
+    """
+
+    def __init__(self, root: Path | str, *, durable: bool = True) -> None:
+        self.root = Path(root)
+        self.durable = durable
+        self._blobs = str(self.root / "blobs")
+        self._tmp = os.path.join(self._blobs, "tmp")
+        self._corrupt = os.path.join(self._blobs, "corrupt")
+        # Addresses some thread is writing, deleting or quarantining right now.
+        self._claims: set[bytes] = set()
+        self._claims_changed = threading.Condition()
+        # Directories whose own entry in their parent is known durable (or, when
+        # not durable, known to exist), and directories this object has fsynced.
+        # Both only grow (directories are never removed); single set operations
+        # are atomic, so they need no lock.
+        self._known_dirs: set[str] = set()
+        self._synced_dirs: set[str] = set()
+        try:
+            self._create_dirs()
+            self._remove_leftovers()
+        except OSError as exc:
+            raise _os_error(exc, f"opening the blob store in {self.root}") from exc
+
+    def _create_dirs(self) -> None:
+        for path in (self._blobs, self._tmp, self._corrupt):
+            os.makedirs(path, exist_ok=True)
+        if self.durable:
+            _fsync_dir(str(self.root))
+            _fsync_dir(self._blobs)
+
+    def _remove_leftovers(self) -> None:
+        """Crash recovery: temporary files are never a complete blob under its address."""
+        removed = 0
+        with os.scandir(self._tmp) as entries:
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed += 1
+        if removed:
+            log.info("removed %d unfinished blob(s) left in %s", removed, self._tmp)
+
+    # --- paths and claims ---
+
+    def _locate(self, address: bytes) -> tuple[str, str]:
+        """(the blob's directory ``blobs/ab/cd``, its file path)."""
+        name = address.hex()
+        parent = os.path.join(self._blobs, name[0:2], name[2:4])
+        return parent, os.path.join(parent, name)
+
+    @contextmanager
+    def _claimed(self, addresses: set[bytes]) -> Iterator[None]:
+        """Hold ``addresses`` exclusively against other writers, deleters and quarantines.
+
+        Taking the whole set at once (never one by one) cannot deadlock. While a
+        put holds an address, a second put of it waits and then finds the blob
+        present *and durable*, so "already present" is as safe to acknowledge as
+        "written", and exactly one concurrent put of a blob returns True.
+        """
+        with self._claims_changed:
+            self._claims_changed.wait_for(lambda: self._claims.isdisjoint(addresses))
+            self._claims |= addresses
+        try:
+            yield
+        finally:
+            with self._claims_changed:
+                self._claims -= addresses
+                self._claims_changed.notify_all()
+
+    # --- writing ---
+
+    def put(self, address: Buffer, data: Buffer) -> bool:
+        """Store one blob; True if written, False if it was already present.
+
+        Raises :class:`AddressMismatchError` (nothing written) if ``data`` does not
+        hash to ``address``, :class:`DiskFullError` if the disk is full, and
+        :class:`StorageError` for other I/O failures. On return the blob is durable.
+        """
+        return self.put_many([(address, data)])[0]
+
+    def put_many(self, items: Iterable[tuple[Buffer, Buffer]]) -> list[bool]:
+        """Store several blobs with one round of directory fsyncs; one bool per item.
+
+        Every address and hash is checked before anything is written, so a bad item
+        rejects the whole batch. Each file is written and fsynced, then all are
+        renamed into place, then each distinct directory is fsynced once. If a write
+        fails (a full disk), no blob of the batch becomes visible.
+        A blob repeated in the batch is written once; its later copies report False.
+        """
+        batch = [(_check_id(address), _byte_view(data)) for address, data in items]
+        for address, view in batch:
+            if _native.hash(view) != address:
+                raise AddressMismatchError(
+                    f"blob of {view.nbytes} bytes does not hash to its address {address.hex()}"
+                )
+        with self._claimed({address for address, _ in batch}):
+            try:
+                return self._store_claimed(batch)
+            except OSError as exc:
+                raise _os_error(exc, f"writing {len(batch)} blob(s) in {self._blobs}") from exc
+
+    def _store_claimed(self, batch: list[tuple[bytes, memoryview]]) -> list[bool]:
+        to_sync: set[str] = set()
+        parents: set[str] = set()
+        to_write: dict[bytes, memoryview] = {}
+        for address, view in batch:
+            parent, path = self._locate(address)
+            parents.add(parent)
+            if address in to_write:
+                continue
+            if self._is_stored(address, path, view.nbytes):
+                self._prepare_dir(parent, to_sync, new_entry=parent not in self._synced_dirs)
+            else:
+                to_write[address] = view
+        self._write_and_publish(to_write, to_sync)
+        self._sync_dirs(to_sync, parents)
+        written = set(to_write)
+        results = []
+        for address, _ in batch:
+            results.append(address in written)
+            written.discard(address)
+        return results
+
+    def _is_stored(self, address: bytes, path: str, size: int) -> bool:
+        """Whether a complete copy is in place. A file of the wrong size can only
+        be damage from outside fstore: it is quarantined and then replaced."""
+        try:
+            found = os.stat(path).st_size
+        except FileNotFoundError:
+            return False
+        if found == size:
+            return True
+        self._quarantine(path, address, f"has {found} bytes instead of {size}")
+        return False
+
+    def _write_and_publish(self, blobs: dict[bytes, memoryview], to_sync: set[str]) -> None:
+        """Write every blob to a fsynced temporary file, then rename each into place.
+
+        Temporary files not yet renamed are removed whatever goes wrong.
+        """
+        temps: dict[bytes, str] = {}
+        try:
+            for address, view in blobs.items():
+                temps[address] = self._write_temp(address, view)
+            for address in blobs:
+                parent, path = self._locate(address)
+                self._prepare_dir(parent, to_sync, new_entry=True)
+                os.rename(temps[address], path)
+                del temps[address]
+        finally:
+            for temp in temps.values():
+                _remove_quietly(temp)
+
+    def _write_temp(self, address: bytes, view: memoryview) -> str:
+        """Write ``view`` to a new file in ``blobs/tmp`` (fsynced if durable); its path."""
+        fd, temp = tempfile.mkstemp(prefix=address.hex()[:16] + ".", suffix=".tmp", dir=self._tmp)
+        try:
+            try:
+                _write_fd(fd, view)
+                if self.durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            _remove_quietly(temp)
+            raise
+        return temp
+
+    def _prepare_dir(self, parent: str, to_sync: set[str], *, new_entry: bool) -> None:
+        """Create ``blobs/ab/cd`` if needed and note which directories must be fsynced.
+
+        ``new_entry``: ``parent`` has (or may have) a blob entry not yet known durable.
+        A directory's own entry is durable once its parent is fsynced after it
+        exists; until this object knows that, it fsyncs the parent again (a
+        directory another thread or an earlier process created is covered too).
+        """
+        ab = os.path.dirname(parent)
+        for directory in (ab, parent):
+            if directory in self._known_dirs:
+                continue
+            with suppress(FileExistsError):
+                os.mkdir(directory)
+            if self.durable:
+                to_sync.add(os.path.dirname(directory))
+            else:
+                self._known_dirs.add(directory)
+        if new_entry and self.durable:
+            to_sync.add(parent)
+
+    def _sync_dirs(self, to_sync: set[str], parents: set[str]) -> None:
+        """fsync each directory once, then remember what that made durable."""
+        if not self.durable:
+            return
+        for directory in sorted(to_sync):
+            _fsync_dir(directory)
+        self._synced_dirs.update(to_sync)
+        for parent in parents:
+            for directory in (os.path.dirname(parent), parent):
+                if os.path.dirname(directory) in to_sync:
+                    self._known_dirs.add(directory)
+
+    # --- reading ---
+
+    def get(self, address: Buffer) -> bytes | None:
+        """The blob's bytes, checked against its address; None if missing or corrupt.
+
+        A corrupt blob is moved to ``blobs/corrupt/`` and logged, so the caller can
+        fetch a good copy from a peer and :meth:`put` it.
+        """
+        address = _check_id(address)
+        _, path = self._locate(address)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _os_error(exc, f"opening blob {address.hex()}") from exc
+        try:
+            stat = os.fstat(fd)
+            data = _read_fd(fd, stat.st_size)
+        except OSError as exc:
+            raise _os_error(exc, f"reading blob {address.hex()}") from exc
+        finally:
+            os.close(fd)
+        if _native.hash(data) == address:
+            return data
+        self._quarantine_if_unchanged(address, path, (stat.st_dev, stat.st_ino))
+        return None
+
+    def _quarantine_if_unchanged(
+        self, address: bytes, path: str, identity: tuple[int, int]
+    ) -> None:
+        """Quarantine the file we read, unless a good copy has replaced it meanwhile."""
+        with self._claimed({address}):
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                return  # another reader quarantined it, or it was deleted
+            if (stat.st_dev, stat.st_ino) == identity:
+                self._quarantine(path, address, "does not match its address")
+
+    def _quarantine(self, path: str, address: bytes, why: str) -> None:
+        """Move a damaged blob out of the way; the caller holds its claim."""
+        target = os.path.join(self._corrupt, f"{address.hex()}.{time.time_ns()}")
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _os_error(exc, f"quarantining corrupt blob {address.hex()}") from exc
+        log.warning("blob %s %s: moved to %s", address.hex(), why, target)
+
+    def has(self, address: Buffer) -> bool:
+        """Whether a blob file is in place (complete, but unchecked).
+
+        Only a returned :meth:`put` promises durability; a blob another thread is
+        writing may already be visible here before it is.
+        """
+        return os.path.isfile(self._locate(_check_id(address))[1])
+
+    def size(self, address: Buffer) -> int | None:
+        """The blob's size in bytes, or None if it is not stored."""
+        try:
+            return os.stat(self._locate(_check_id(address))[1]).st_size
+        except FileNotFoundError:
+            return None
+
+    def delete(self, address: Buffer) -> bool:
+        """Remove a blob; True if it was there.
+
+        Not fsynced: a delete lost in a machine crash only brings back a blob that
+        is still valid, which the next sweep removes again.
+        """
+        address = _check_id(address)
+        with self._claimed({address}):
+            try:
+                os.unlink(self._locate(address)[1])
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise _os_error(exc, f"deleting blob {address.hex()}") from exc
+        return True
+
+    # --- listing (each walks the directory tree) ---
+
+    def _entries(self) -> Iterator[os.DirEntry[str]]:
+        for ab in _hex_subdirs(self._blobs):
+            for cd in _hex_subdirs(ab.path):
+                prefix = ab.name + cd.name
+                with os.scandir(cd.path) as entries:
+                    for entry in entries:
+                        if (
+                            _HEX_ADDRESS.fullmatch(entry.name)
+                            and entry.name.startswith(prefix)
+                            and entry.is_file(follow_symlinks=False)
+                        ):
+                            yield entry
+
+    def addresses(self) -> Iterator[bytes]:
+        """Every stored blob's address, in no particular order."""
+        for entry in self._entries():
+            yield bytes.fromhex(entry.name)
+
+    def count(self) -> int:
+        """How many blobs are stored."""
+        return sum(1 for _ in self._entries())
+
+    def total_bytes(self) -> int:
+        """The sum of the stored blobs' sizes."""
+        return sum(entry.stat(follow_symlinks=False).st_size for entry in self._entries())
+
+
+def _hex_subdirs(path: str) -> list[os.DirEntry[str]]:
+    """The ``ab``-style subdirectories of ``path`` (skips ``tmp`` and ``corrupt``)."""
+    with os.scandir(path) as entries:
+        return [
+            entry
+            for entry in entries
+            if _HEX_BYTE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+        ]
+
+
+# --- the catalog -----------------------------------------------------------------
+
+_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE records (
+    locator BLOB PRIMARY KEY,
+    record BLOB NOT NULL,
+    clock INTEGER NOT NULL,
+    node BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE chunks (
+    chunk_id BLOB PRIMARY KEY,
+    address BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE pins (
+    address BLOB PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE peers (
+    node_id BLOB PRIMARY KEY,
+    addr TEXT NOT NULL,
+    last_seen REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+# Row values compare like Python tuples; BLOBs compare like Python bytes
+# (memcmp, then the shorter first). Equal versions keep the record already held.
+_PUT_RECORD = """
+INSERT INTO records (locator, record, clock, node) VALUES (?, ?, ?, ?)
+ON CONFLICT (locator) DO UPDATE
+    SET record = excluded.record, clock = excluded.clock, node = excluded.node
+    WHERE (excluded.clock, excluded.node) > (records.clock, records.node)
+"""
+
+
+def _db_error(exc: sqlite3.Error, doing: str) -> StorageError:
+    """The fstore error for a SQLite error; the caller chains ``exc`` as its cause."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return DiskFullError(f"disk full while {doing} ({exc})")
+    return StorageError(f"{doing} failed: {exc}")
+
+
+def _check_version(version: object) -> Version:
+    match version:
+        case (int() as clock, bytes() as node) if not isinstance(clock, bool):
+            if not 0 <= clock <= _MAX_CLOCK:
+                raise InvalidArgumentError(f"version clock must fit in 63 bits, got {clock}")
+            return clock, _check_id(node, "version node id")
+    raise InvalidArgumentError("version must be a (clock: int, node id: bytes) tuple")
+
+
+class Catalog:
+    """The node's SQLite catalog: name records, chunk index, pins and peers.
+
+    Meant for the asyncio thread, but safe from any thread: one connection,
+    guarded by a lock. Every write is committed (and durable) when its method
+    returns; use :meth:`transaction` to group writes into one commit.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._depth = 0  # nesting of transaction()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_error(exc, f"creating {self.path.parent}") from exc
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+        except sqlite3.Error as exc:
+            raise _db_error(exc, f"opening the catalog {self.path}") from exc
+        try:
+            self._configure()
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _configure(self) -> None:
+        with self._guard("configuring the catalog"):
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StorageError(f"the catalog {self.path} cannot use WAL mode (got {mode!r})")
+            # FULL, not NORMAL: in WAL mode NORMAL only survives a process crash;
+            # after a power loss the last commits may vanish. Records, pins and
+            # peers are acknowledged to users and peers, so every commit fsyncs
+            # the WAL. Catalog writes are small and rare next to blob writes;
+            # transaction() lets a batch share one fsync.
+            self._db.execute("PRAGMA synchronous=FULL")
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == _SCHEMA_VERSION:
+                return
+            if version != 0:
+                raise StorageError(
+                    f"the catalog {self.path} has schema version {version}; this fstore "
+                    f"knows version {_SCHEMA_VERSION}"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    @contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        """Hold the lock and turn SQLite errors into :class:`StorageError`."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise _db_error(exc, doing) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes into one atomic commit; nested uses join the outer one.
+
+        If the block raises, everything written in it is rolled back.
+        """
+        with self._guard(f"writing to the catalog {self.path}"):
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # also when COMMIT itself failed
+                    self._db.rollback()
+                raise
+            finally:
+                self._depth = 0
+
+    def _write(self, sql: str, params: tuple[object, ...] = ()) -> int:
+        """Run one write statement in a transaction; the number of rows it changed."""
+        with self.transaction():
+            return self._db.execute(sql, params).rowcount
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._guard("reading the catalog"):
+            return self._db.execute(sql, params).fetchall()
+
+    # --- name records ---
+
+    def put_record(self, locator: Buffer, record: Buffer, version: Version) -> bool:
+        """Keep ``record`` if ``version`` is higher than the one held; True if kept."""
+        clock, node = _check_version(version)
+        params = (_check_id(locator, "locator"), bytes(record), clock, node)
+        return self._write(_PUT_RECORD, params) == 1
+
+    def get_record(self, locator: Buffer) -> tuple[bytes, Version] | None:
+        """The record held for ``locator`` and its version, or None."""
+        rows = self._read(
+            "SELECT record, clock, node FROM records WHERE locator = ?",
+            (_check_id(locator, "locator"),),
+        )
+        if not rows:
+            return None
+        record, clock, node = rows[0]
+        assert isinstance(record, bytes) and isinstance(clock, int) and isinstance(node, bytes)
+        return record, (clock, node)
+
+    def records(self) -> list[tuple[bytes, bytes, Version]]:
+        """Every (locator, record, version), ordered by locator."""
+        result: list[tuple[bytes, bytes, Version]] = []
+        for locator, record, clock, node in self._read(
+            "SELECT locator, record, clock, node FROM records ORDER BY locator"
+        ):
+            assert isinstance(locator, bytes) and isinstance(record, bytes)
+            assert isinstance(clock, int) and isinstance(node, bytes)
+            result.append((locator, record, (clock, node)))
+        return result
+
+    # --- chunk index (dedup within the namespace) ---
+
+    def chunk_address(self, chunk_id: Buffer) -> bytes | None:
+        """The address of the blob holding the sealed chunk ``chunk_id``, if known."""
+        rows = self._read(
+            "SELECT address FROM chunks WHERE chunk_id = ?", (_check_id(chunk_id, "chunk id"),)
+        )
+        return _only_bytes(rows[0]) if rows else None
+
+    def add_chunk(self, chunk_id: Buffer, address: Buffer) -> None:
+        """Remember where a chunk went; a newer address replaces an older one."""
+        self._write(
+            "INSERT OR REPLACE INTO chunks (chunk_id, address) VALUES (?, ?)",
+            (_check_id(chunk_id, "chunk id"), _check_id(address)),
+        )
+
+    # --- pins: blobs this node keeps (placement target or owner) ---
+
+    def pin(self, address: Buffer) -> bool:
+        """Pin a blob; True if it was not pinned before."""
+        sql = "INSERT OR IGNORE INTO pins (address) VALUES (?)"
+        return self._write(sql, (_check_id(address),)) == 1
+
+    def unpin(self, address: Buffer) -> bool:
+        """Unpin a blob; True if it was pinned."""
+        return self._write("DELETE FROM pins WHERE address = ?", (_check_id(address),)) == 1
+
+    def is_pinned(self, address: Buffer) -> bool:
+        return bool(self._read("SELECT 1 FROM pins WHERE address = ?", (_check_id(address),)))
+
+    def pinned(self) -> list[bytes]:
+        """Every pinned address, in order."""
+        return [_only_bytes(row) for row in self._read("SELECT address FROM pins ORDER BY address")]
+
+    # --- peers ---
+
+    def remember_peer(self, node_id: Buffer, addr: str, last_seen: float) -> None:
+        """Insert or update a peer's address and the time it was last seen."""
+        if not isinstance(addr, str):
+            raise InvalidArgumentError(f"peer address must be a str, not {type(addr).__name__}")
+        self._write(
+            "INSERT OR REPLACE INTO peers (node_id, addr, last_seen) VALUES (?, ?, ?)",
+            (_check_id(node_id, "node id"), addr, float(last_seen)),
+        )
+
+    def known_peers(self) -> list[tuple[bytes, str, float]]:
+        """Every (node id, address, last seen), most recently seen first."""
+        result: list[tuple[bytes, str, float]] = []
+        for node_id, addr, last_seen in self._read(
+            "SELECT node_id, addr, last_seen FROM peers ORDER BY last_seen DESC, node_id"
+        ):
+            assert isinstance(node_id, bytes) and isinstance(addr, str)
+            assert isinstance(last_seen, float)
+            result.append((node_id, addr, last_seen))
+        return result
+
+    def forget_peer(self, node_id: Buffer) -> bool:
+        """Drop a peer; True if it was known."""
+        sql = "DELETE FROM peers WHERE node_id = ?"
+        return self._write(sql, (_check_id(node_id, "node id"),)) == 1
+
+    # --- lifetime ---
+
+    def close(self) -> None:
+        """Close the database (idempotent). Later calls raise :class:`StorageError`."""
+        with self._guard("closing the catalog"):
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _only_bytes(row: tuple[object, ...]) -> bytes:
+    (value,) = row
+    assert isinstance(value, bytes)
+    return value
