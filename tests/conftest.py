@@ -1,12 +1,15 @@
-"""Shared fixtures for the tests of fstore's native core (``fstore._native``)."""
+"""Shared fixtures: seeded randomness, ``b3sum``, and the node processes of the network tests."""
 
 from __future__ import annotations
 
 import random
 import shutil
 import zlib
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from netutil import Cluster
 
 
 @pytest.fixture
@@ -26,3 +29,13 @@ def b3sum() -> str:
             pytrace=False,
         )
     return path
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Starts node processes under ``tmp_path``; every one is killed at teardown, pass or fail."""
+    nodes = Cluster(tmp_path)
+    try:
+        yield nodes
+    finally:
+        nodes.close()

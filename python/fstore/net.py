@@ -1,0 +1,273 @@
+"""The asyncio adapter: one TCP connection to a peer, driving ``wire.Connection``.
+
+``PeerLink`` is an ``asyncio.BufferedProtocol``: the socket writes straight into
+the buffers the sans-IO decoder lends (a blob body lands in its final buffer),
+and every write waits for the transport to drain below its high-water mark,
+so a slow peer costs bounded memory. The link knows nothing about blobs or
+names: incoming requests go to a ``RequestHandler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from fstore import wire
+from fstore.errors import FstoreError, PeerUnavailableError, ProtocolError, RemoteError
+
+log = logging.getLogger("fstore.net")
+
+HANDSHAKE_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 60.0
+# Requests from one peer served at once; more are answered "busy" (the codec's
+# hard limit, wire.MAX_INFLIGHT, is above this so a polite peer never hits it).
+MAX_SERVING = 32
+WRITE_HIGH_WATER = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a handler answers: response meta fields and an optional raw body."""
+
+    meta: dict[str, Any]
+    body: bytes | memoryview = b""
+
+
+class RequestHandler(Protocol):
+    async def __call__(
+        self, link: PeerLink, op: str, meta: dict[str, Any], body: memoryview
+    ) -> Reply: ...
+
+
+class PeerLink(asyncio.BufferedProtocol):
+    def __init__(
+        self,
+        local_node: bytes,
+        local_addr: str | None,
+        handler: RequestHandler,
+        *,
+        outbound: bool,
+        on_ready: Callable[[PeerLink], None] = lambda link: None,
+        on_closed: Callable[[PeerLink], None] = lambda link: None,
+    ) -> None:
+        self._conn = wire.Connection(local_node, local_addr)
+        self._handler = handler
+        self._on_ready = on_ready
+        self._on_closed = on_closed
+        self.outbound = outbound
+        self.peer_node: bytes | None = None
+        self.peer_addr: str | None = None
+        self._transport: asyncio.Transport | None = None
+        self._pending: dict[int, asyncio.Future[wire.ResponseReceived]] = {}
+        self._serving: set[asyncio.Task[None]] = set()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        # No more unanswered requests than an fstore peer serves at once: with
+        # MAX_INFLIGHT (64) the peer answers the 33rd and later "busy", and a
+        # store or get with many blobs in flight fails for its own concurrency.
+        self._request_slots = asyncio.Semaphore(MAX_SERVING)
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._handshake_timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio.BufferedProtocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport implements asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self._handshake_timer = asyncio.get_running_loop().call_later(
+            HANDSHAKE_TIMEOUT, self._handshake_timed_out
+        )
+        self._send(self._conn.hello())
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._conn.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            events = self._conn.buffer_updated(nbytes)
+        except ProtocolError as e:
+            log.warning("dropping %s: %s", self.describe(), e)
+            self.go_away("protocol_error", str(e))
+            return
+        for event in events:
+            self._dispatch(event)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+        error = PeerUnavailableError(f"connection to {self.describe()} lost")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        for task in self._serving:
+            task.cancel()
+        self._writable.set()
+        if not self.ready.done():
+            self.ready.set_exception(error)
+            self.ready.exception()  # mark retrieved: the dialer may have given up
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._on_closed(self)
+
+    # --- events -------------------------------------------------------------------
+
+    def _dispatch(self, event: wire.Event) -> None:
+        if isinstance(event, wire.HelloReceived):
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+            self.peer_node, self.peer_addr = event.node, event.addr
+            if not self.ready.done():
+                self.ready.set_result(None)
+            self._on_ready(self)
+        elif isinstance(event, wire.RequestReceived):
+            if len(self._serving) >= MAX_SERVING:
+                self._send(self._conn.respond_error(event.stream, "busy", "too many requests"))
+                return
+            task = asyncio.create_task(self._serve(event))
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
+        elif isinstance(event, wire.ResponseReceived):
+            future = self._pending.pop(event.stream, None)
+            if future is not None and not future.done():
+                future.set_result(event)
+        elif isinstance(event, wire.GoAway):
+            log.info("%s is going away: %s %s", self.describe(), event.code, event.msg)
+            self.close()
+
+    async def _serve(self, event: wire.RequestReceived) -> None:
+        try:
+            reply = await self._handler(self, event.op, event.meta, event.body)
+            frames = self._conn.respond(event.stream, reply.meta, reply.body)
+        except RemoteError as e:
+            code = e.code if e.code in wire.ERROR_CODES else "internal"
+            frames = self._conn.respond_error(event.stream, code, str(e)[:1000])
+        except Exception as e:
+            log.exception("handler for %r from %s failed", event.op, self.describe())
+            frames = self._conn.respond_error(event.stream, "internal", type(e).__name__)
+        if not self.is_closed():
+            await self._writable.wait()
+            self._send(frames)
+        # Free the serving slot now: the peer may get the response and send its
+        # next request before this task's done callback runs, and would be told
+        # "busy" though it never had more than MAX_SERVING requests unanswered.
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving.discard(task)
+
+    # --- requests -----------------------------------------------------------------
+
+    async def request(
+        self,
+        op: str,
+        meta: dict[str, Any] | None = None,
+        body: bytes | memoryview = b"",
+        *,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> wire.ResponseReceived:
+        """Send a request and wait for its response; an error response raises RemoteError."""
+        async with self._request_slots:
+            if self.is_closed():
+                raise PeerUnavailableError(f"{self.describe()} is not connected")
+            await self._writable.wait()
+            stream, frames = self._conn.request(op, meta or {}, body)
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[wire.ResponseReceived] = loop.create_future()
+            self._pending[stream] = future
+            self._send(frames)
+            try:
+                response = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                self._pending.pop(stream, None)
+                # A peer that does not answer in time is not trusted with the
+                # stream any more: closing frees its state on both sides.
+                self.abort(f"{op} timed out after {timeout:g}s")
+                raise PeerUnavailableError(
+                    f"{self.describe()} did not answer {op} in time"
+                ) from None
+        if not response.ok:
+            raise RemoteError(str(response.meta.get("code")), str(response.meta.get("msg")))
+        return response
+
+    # --- plumbing -----------------------------------------------------------------
+
+    def _send(self, frames: Sequence[bytes | memoryview]) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.writelines(frames)
+
+    def _handshake_timed_out(self) -> None:
+        if self.peer_node is None:
+            log.warning("dropping %s: no hello within %gs", self.describe(), HANDSHAKE_TIMEOUT)
+            self.abort("handshake timeout")
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection was ever made (a failed dial never makes one)."""
+        return self._transport is not None
+
+    def is_closed(self) -> bool:
+        return self._transport is None or self._transport.is_closing() or self.closed.done()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def go_away(self, code: str, msg: str) -> None:
+        """Tell the peer why, then close (GOAWAY is best effort)."""
+        with contextlib.suppress(FstoreError):
+            self._send(self._conn.goaway(code, msg[:1000]))
+        self.close()
+
+    def abort(self, reason: str) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            log.debug("aborting %s: %s", self.describe(), reason)
+            self._transport.abort()
+
+    def describe(self) -> str:
+        who = self.peer_node.hex()[:12] if self.peer_node else "?"
+        where = self.peer_addr or self._peername()
+        return f"peer {who}@{where}"
+
+    def _peername(self) -> str:
+        if self._transport is None:
+            return "?"
+        name = self._transport.get_extra_info("peername")
+        return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
+
+
+async def dial(
+    host: str, port: int, factory: Callable[[], PeerLink], *, timeout: float = HANDSHAKE_TIMEOUT
+) -> PeerLink:
+    """Connect and complete the handshake, or raise PeerUnavailableError."""
+    loop = asyncio.get_running_loop()
+    try:
+        _, link = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+        await asyncio.wait_for(asyncio.shield(link.ready), timeout)
+    except (OSError, TimeoutError) as e:
+        raise PeerUnavailableError(f"cannot reach {host}:{port}: {e}") from e
+    return link
+
+
+def parse_hostport(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT`` or ``:PORT`` (loopback) into a pair; raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT or :PORT, not {text!r}")
+    host = host.strip("[]") or default_host
+    return host, int(port)

@@ -1,0 +1,686 @@
+"""The fstore node: local storage, membership, and the replicated store and get.
+
+A ``Node`` keeps blobs for its peers and stores and fetches files for its own
+user. Everything that touches bulk bytes runs in the Rust extension on a
+worker thread (it releases the GIL); this module decides where bytes go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import msgpack
+
+from fstore import _native, placement, wire
+from fstore.capability import Capability
+from fstore.errors import (
+    AddressMismatchError,
+    DiskFullError,
+    FstoreError,
+    InsufficientReplicasError,
+    IntegrityError,
+    NotFoundError,
+    PeerUnavailableError,
+    RemoteError,
+)
+from fstore.identity import Identity, load_namespace_secret
+from fstore.manifest import ChunkRef, Manifest
+from fstore.net import PeerLink, Reply, parse_hostport
+from fstore.peers import Membership
+from fstore.records import HybridClock, NameKeys, NameValue, Version
+from fstore.store import BlobStore, Catalog
+
+log = logging.getLogger("fstore.node")
+
+PIECE_SIZE = 8 * 1024 * 1024
+# Chunks being replicated at once during a store, and fetched ahead during a
+# get: bounds a transfer's memory to about this many 4 MiB blobs.
+STORE_WINDOW = 6
+GET_WINDOW = 4
+RECORD_MAX = 64 * 1024
+LIST_PAGE_BYTES = 1024 * 1024
+BUSY_RETRIES = 4
+MAX_PEERS_LISTED = 256
+MAX_HAS_BLOBS = 1024
+
+Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    name: str
+    size: int
+    blake3: bytes
+    capability: str
+    chunks: int
+    replicas: int
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    node_id: bytes
+    addr: str | None
+    outbound: bool
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str
+    size: int
+    blake3: bytes
+    stored_at: float
+    capability: str
+
+
+class Node:
+    """One fstore node. Use as ``async with Node(...) as node:``."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        listen: str = "127.0.0.1:0",
+        peers: Iterable[str] = (),
+        replicas: int = 3,
+        durable: bool = True,
+        namespace_file: str | os.PathLike[str] | None = None,
+        ping_interval: float = 5.0,
+    ) -> None:
+        if replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.replicas = replicas
+        self._listen = parse_hostport(listen)
+        self._bootstrap = list(peers)
+        self.identity = Identity.load_or_create(self.data_dir)
+        self.node_id = self.identity.node_id
+        secret = load_namespace_secret(
+            self.data_dir, Path(namespace_file) if namespace_file else None
+        )
+        self._namespace_secret = secret
+        self._names = NameKeys(secret)
+        self._clock = HybridClock()
+        self.blobs = BlobStore(self.data_dir, durable=durable)
+        self.catalog = Catalog(self.data_dir / "fstore.db")
+        self._ping_interval = ping_interval
+        self._server: asyncio.Server | None = None
+        self._members: Membership | None = None
+        self.address = ""
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        host, port = self._listen
+        members = Membership(
+            self.node_id,
+            None,
+            self._handle,
+            on_peer=self._remember_peer,
+            ping_interval=self._ping_interval,
+        )
+        self._members = members
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: members.link_factory(outbound=False), host, port, reuse_address=True
+        )
+        sock = self._server.sockets[0].getsockname()
+        self.address = f"{sock[0]}:{sock[1]}"
+        # Advertised in every hello from now on; known only once bound (port 0).
+        members.listen_addr = self.address
+        remembered = [addr for _, addr, _ in self.catalog.known_peers()]
+        self.members.start(self._bootstrap + [a for a in remembered if a not in self._bootstrap])
+        log.info("node %s listening on %s", self.node_id.hex(), self.address)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._members is not None:
+            await self._members.stop()
+        if self._server is not None:
+            await self._server.wait_closed()
+        self.catalog.close()
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def members(self) -> Membership:
+        if self._members is None:
+            raise FstoreError("the node is not started")
+        return self._members
+
+    def _remember_peer(self, node: bytes, addr: str | None) -> None:
+        if addr:
+            self.catalog.remember_peer(node, addr, time.time())
+
+    def peers(self) -> list[PeerInfo]:
+        return [
+            PeerInfo(node, link.peer_addr, link.outbound)
+            for node, link in sorted(self.members.live().items())
+        ]
+
+    async def wait_for_peers(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until at least ``count`` peers are linked."""
+        await self.members.wait_for(lambda: len(self.members.live()) >= count, timeout)
+
+    # --- placement ------------------------------------------------------------------
+
+    def _members_by_distance(self, target: bytes) -> list[bytes]:
+        return placement.closest(target, [self.node_id, *self.members.live()], 1 << 30)
+
+    async def _replicate(
+        self, key: bytes, what: str, put_on: Callable[[bytes], Awaitable[None]]
+    ) -> int:
+        """Put something on the ``replicas`` live members closest to ``key``.
+
+        Members are tried in XOR order, a failed target replaced by the next
+        one. It fails unless every target still live at the end acknowledged
+        (and never fewer than min(2, network size), capped at ``replicas``).
+        Returns the number of durable copies.
+        """
+        ranked = self._members_by_distance(key)
+        wanted = min(self.replicas, len(ranked))
+        done = 0
+        failed: list[tuple[bytes, BaseException]] = []
+        candidates = iter(ranked)
+        while done < wanted:
+            batch = [n for _, n in zip(range(wanted - done), candidates, strict=False)]
+            if not batch:
+                break
+            results = await asyncio.gather(*(put_on(n) for n in batch), return_exceptions=True)
+            for node, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    failed.append((node, result))
+                else:
+                    done += 1
+        live = self.members.live()
+        still_live_failures = sum(1 for node, _ in failed if node in live)
+        required = min(wanted, max(done + still_live_failures, min(2, len(live) + 1)))
+        if done < required:
+            reasons = "; ".join(f"{n.hex()[:12]}: {e}" for n, e in failed)
+            raise InsufficientReplicasError(
+                f"{what}: {done} durable copies, {required} required ({reasons})"
+            )
+        return done
+
+    # --- store ----------------------------------------------------------------------
+
+    async def store(
+        self, name: str, source: Source, *, meta: dict[str, Any] | None = None
+    ) -> StoreResult:
+        """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob."""
+        if not name or len(name.encode("utf-8")) > 4096:
+            raise ValueError("a name is 1 to 4096 bytes of UTF-8")
+        pipeline = _native.StorePipeline(self._namespace_secret)
+        refs: dict[int, ChunkRef] = {}
+        window = asyncio.Semaphore(STORE_WINDOW)
+        uploads: set[asyncio.Task[None]] = set()
+        failure: list[BaseException] = []
+        copies = [self.replicas]
+
+        async def upload(chunk: _native.SealedChunk) -> None:
+            try:
+                known = self.catalog.chunk_address(chunk.chunk_id)
+                if known is not None and self.blobs.has(known):
+                    # Same chunk already stored by this node: reuse its blob.
+                    address = known
+                    refs[chunk.offset] = ChunkRef(address, chunk.key, chunk.plain_length)
+                    return
+                written = await self._put_blob(chunk.address, chunk.sealed)
+                copies[0] = min(copies[0], written)
+                self.catalog.add_chunk(chunk.chunk_id, chunk.address)
+                refs[chunk.offset] = ChunkRef(chunk.address, chunk.key, chunk.plain_length)
+            except BaseException as e:
+                failure.append(e)
+            finally:
+                window.release()
+
+        async def dispatch(chunks: list[_native.SealedChunk]) -> None:
+            for chunk in chunks:
+                await window.acquire()
+                if failure:
+                    window.release()
+                    raise failure[0]
+                task = asyncio.create_task(upload(chunk))
+                uploads.add(task)
+                task.add_done_callback(uploads.discard)
+
+        try:
+            async for piece in _pieces(source):
+                await dispatch(await asyncio.to_thread(pipeline.feed, piece))
+            await dispatch(await asyncio.to_thread(pipeline.finish))
+            await asyncio.gather(*uploads)
+        finally:
+            for task in uploads:
+                task.cancel()
+        if failure:
+            raise failure[0]
+
+        manifest = Manifest(
+            pipeline.size,
+            pipeline.blake3,
+            tuple(refs[offset] for offset in sorted(refs)),
+            meta or {},
+        )
+        file_key = _native.generate_key()
+        sealed = manifest.seal(file_key)
+        if len(sealed) > wire.MAX_BODY:
+            raise FstoreError(
+                f"{name!r} has {len(manifest.chunks)} chunks: its manifest exceeds one "
+                f"{wire.MAX_BODY}-byte blob (files up to about 70 GB are supported)"
+            )
+        manifest_address = _native.hash(sealed)
+        copies[0] = min(copies[0], await self._put_blob(manifest_address, sealed))
+        capability = str(Capability(manifest_address, file_key))
+        await self._put_name(
+            NameValue(name, capability, manifest.size, manifest.blake3, time.time())
+        )
+        log.info(
+            "stored %r: %d bytes in %d chunks, %d copies",
+            name,
+            manifest.size,
+            len(manifest.chunks),
+            copies[0],
+        )
+        return StoreResult(
+            name, manifest.size, manifest.blake3, capability, len(manifest.chunks), copies[0]
+        )
+
+    async def _put_blob(self, address: bytes, blob: bytes | memoryview) -> int:
+        return await self._replicate(
+            address,
+            f"blob {address.hex()}",
+            lambda node: self._put_blob_on(node, address, blob),
+        )
+
+    async def _put_blob_on(self, node: bytes, address: bytes, blob: bytes | memoryview) -> None:
+        if node == self.node_id:
+            await asyncio.to_thread(self.blobs.put, address, blob)
+            self.catalog.pin(address)
+            return
+        link = self.members.live().get(node)
+        if link is None:
+            raise PeerUnavailableError("not linked")
+        await link.request("put_blob", {"addr": address}, blob)
+
+    # --- names ----------------------------------------------------------------------
+
+    async def _put_name(self, value: NameValue) -> None:
+        locator = self._names.locator(value.name)
+        record = self._names.seal(value)
+        version: Version = (self._clock.now(self._latest_version(locator)), self.node_id)
+        # The writer always keeps its own names too, so `list` works offline.
+        self.catalog.put_record(locator, record, version)
+        await self._replicate(
+            locator,
+            f"name record for {value.name!r}",
+            lambda node: self._put_record_on(node, locator, record, version),
+        )
+
+    def _latest_version(self, locator: bytes) -> int:
+        held = self.catalog.get_record(locator)
+        return held[1][0] if held else 0
+
+    async def _put_record_on(
+        self, node: bytes, locator: bytes, record: bytes, version: Version
+    ) -> None:
+        if node == self.node_id:
+            self.catalog.put_record(locator, record, version)
+            return
+        link = self.members.live().get(node)
+        if link is None:
+            raise PeerUnavailableError("not linked")
+        await link.request("put_record", {"loc": locator, "rec": record, "ver": list(version)})
+
+    async def _resolve(self, name: str) -> NameValue:
+        locator = self._names.locator(name)
+        best = self.catalog.get_record(locator)
+        ranked = [n for n in self._members_by_distance(locator) if n != self.node_id]
+        asked = ranked[: self.replicas + 2]
+        results = await asyncio.gather(
+            *(self._get_record_from(n, locator) for n in asked), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, tuple) and (best is None or result[1] > best[1]):
+                best = result
+        if best is None:
+            raise NotFoundError(f"no file named {name!r}")
+        value = self._names.open(best[0])
+        if value.name != name:
+            raise IntegrityError("a name record answered for another name")
+        if value.capability is None:
+            raise NotFoundError(f"{name!r} was deleted")
+        return value
+
+    async def _get_record_from(self, node: bytes, locator: bytes) -> tuple[bytes, Version] | None:
+        link = self.members.live().get(node)
+        if link is None:
+            return None
+        try:
+            response = await link.request("get_record", {"loc": locator})
+        except RemoteError as e:
+            if e.code == "not_found":
+                return None
+            raise
+        return _record_from_meta(response.meta)
+
+    async def delete(self, name: str) -> None:
+        """Delete ``name``: a tombstone record that outranks every earlier version."""
+        value = await self._resolve(name)
+        await self._put_name(NameValue(name, None, 0, b"", time.time()))
+        log.info("deleted %r (%d bytes)", name, value.size)
+
+    async def list(self) -> list[FileEntry]:
+        """Every live name of this node's namespace that the network holds."""
+        records: dict[bytes, tuple[bytes, Version]] = {
+            loc: (rec, ver) for loc, rec, ver in self.catalog.records()
+        }
+        links = list(self.members.live().values())
+        results = await asyncio.gather(
+            *(_records_held_by(link) for link in links), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.debug("listing records: %s", result)
+                continue
+            for loc, rec, ver in result:
+                if loc not in records or ver > records[loc][1]:
+                    records[loc] = (rec, ver)
+        entries = []
+        for record, _ in records.values():
+            try:
+                value = self._names.open(record)
+            except FstoreError:
+                continue  # another namespace's record: ciphertext to us
+            if value.capability is not None:
+                entries.append(
+                    FileEntry(
+                        value.name, value.size, value.blake3, value.stored_at, value.capability
+                    )
+                )
+        return sorted(entries, key=lambda e: e.name)
+
+    # --- get ------------------------------------------------------------------------
+
+    async def manifest(self, name_or_capability: str) -> tuple[Capability, Manifest]:
+        """A file's capability and opened manifest: its size, BLAKE3 and chunk list."""
+        if Capability.looks_like(name_or_capability):
+            cap = Capability.parse(name_or_capability)
+        else:
+            cap = Capability.parse((await self._resolve(name_or_capability)).capability or "")
+        sealed = await self._fetch_blob(cap.manifest_address)
+        return cap, Manifest.open(cap.file_key, sealed)
+
+    async def get(self, name_or_capability: str) -> AsyncIterator[bytes]:
+        """Stream a file's plaintext, every blob verified, the whole file checked at the end."""
+        _, manifest = await self.manifest(name_or_capability)
+        restore = _native.RestorePipeline()
+        ahead: asyncio.Queue[asyncio.Task[bytes | memoryview] | None] = asyncio.Queue(GET_WINDOW)
+
+        async def prefetch() -> None:
+            for ref in manifest.chunks:
+                await ahead.put(asyncio.create_task(self._fetch_chunk(ref)))
+            await ahead.put(None)
+
+        feeder = asyncio.create_task(prefetch())
+        try:
+            for ref in manifest.chunks:
+                task = await ahead.get()
+                assert task is not None
+                blob = await task
+                yield await asyncio.to_thread(
+                    restore.open_chunk, ref.address, ref.key, blob, ref.length
+                )
+            restore.finish(manifest.size, manifest.blake3)
+        finally:
+            feeder.cancel()
+            while not ahead.empty():
+                task = ahead.get_nowait()
+                if task is not None:
+                    task.cancel()
+
+    async def read(self, name_or_capability: str) -> bytes:
+        """The whole file in memory: for small files and tests."""
+        return b"".join([piece async for piece in self.get(name_or_capability)])
+
+    async def _fetch_chunk(self, ref: ChunkRef) -> bytes | memoryview:
+        return await self._fetch_blob(ref.address)
+
+    async def _fetch_blob(self, address: bytes) -> bytes | memoryview:
+        """A blob whose bytes match its address: local first, then the closest holders.
+
+        Holders are tried in XOR order; one that fails, lies or is gone is
+        skipped. Holders that answered ``busy`` are tried again, a few rounds
+        with a growing pause, before the blob is declared unavailable.
+        """
+        local = await asyncio.to_thread(self.blobs.get, address)
+        if local is not None:
+            return local
+        candidates = [n for n in self._members_by_distance(address) if n != self.node_id]
+        for attempt in range(BUSY_RETRIES + 1):
+            busy: list[bytes] = []
+            for node in candidates:
+                link = self.members.live().get(node)
+                if link is None:
+                    continue
+                try:
+                    response = await link.request("get_blob", {"addr": address})
+                except RemoteError as e:
+                    if e.code == "busy":
+                        busy.append(node)
+                    log.debug("get_blob %s from %s: %s", address.hex()[:12], link.describe(), e)
+                    continue
+                except PeerUnavailableError as e:
+                    log.debug("get_blob %s from %s: %s", address.hex()[:12], link.describe(), e)
+                    continue
+                if await asyncio.to_thread(_native.hash, response.body) == address:
+                    return response.body
+                log.warning(
+                    "%s served bytes that do not match blob %s; trying another holder",
+                    link.describe(),
+                    address.hex(),
+                )
+            if not busy:
+                break
+            candidates = busy
+            await asyncio.sleep(0.05 * 2**attempt)
+        raise NotFoundError(f"no live holder has blob {address.hex()}")
+
+    # --- serving peers --------------------------------------------------------------
+
+    async def _handle(
+        self, link: PeerLink, op: str, meta: dict[str, Any], body: memoryview
+    ) -> Reply:
+        handler = _HANDLERS.get(op)
+        if handler is None:
+            raise RemoteError("bad_request", f"unknown op {op!r}")
+        return await handler(self, link, meta, body)
+
+    async def _serve_ping(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        return Reply({})
+
+    async def _serve_peers(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        known = self.members.known_addresses()[:MAX_PEERS_LISTED]
+        return Reply({"peers": [[n, a] for n, a in known]})
+
+    async def _serve_put_blob(
+        self, link: PeerLink, meta: dict[str, Any], body: memoryview
+    ) -> Reply:
+        address = _address(meta, "addr")
+        try:
+            await asyncio.to_thread(self.blobs.put, address, body)
+        except AddressMismatchError as e:
+            raise RemoteError("bad_address", str(e)) from e
+        except DiskFullError as e:
+            raise RemoteError("disk_full", str(e)) from e
+        self.catalog.pin(address)
+        return Reply({})
+
+    async def _serve_get_blob(
+        self, link: PeerLink, meta: dict[str, Any], body: memoryview
+    ) -> Reply:
+        blob = await asyncio.to_thread(self.blobs.get, _address(meta, "addr"))
+        if blob is None:
+            raise RemoteError("not_found", "no such blob here")
+        return Reply({}, blob)
+
+    async def _serve_has_blobs(
+        self, link: PeerLink, meta: dict[str, Any], body: memoryview
+    ) -> Reply:
+        addrs = meta.get("addrs")
+        if not isinstance(addrs, list) or len(addrs) > MAX_HAS_BLOBS:
+            raise RemoteError(
+                "bad_request", f"addrs must be a list of at most {MAX_HAS_BLOBS} addresses"
+            )
+        return Reply({"have": [self.blobs.has(_checked_address(a)) for a in addrs]})
+
+    async def _serve_put_record(
+        self, link: PeerLink, meta: dict[str, Any], body: memoryview
+    ) -> Reply:
+        parsed = _record_entry([meta.get("loc"), meta.get("rec"), meta.get("ver")])
+        if parsed is None:
+            raise RemoteError("bad_request", "malformed record")
+        self.catalog.put_record(*parsed)
+        return Reply({})
+
+    async def _serve_get_record(
+        self, link: PeerLink, meta: dict[str, Any], body: memoryview
+    ) -> Reply:
+        held = self.catalog.get_record(_address(meta, "loc"))
+        if held is None:
+            raise RemoteError("not_found", "no such record here")
+        return Reply({"rec": held[0], "ver": list(held[1])})
+
+    async def _serve_list_records(
+        self, link: PeerLink, meta: dict[str, Any], body: memoryview
+    ) -> Reply:
+        after = meta.get("after")
+        if after is not None:
+            after = _checked_address(after)
+        page: list[list[Any]] = []
+        size = 0
+        more = False
+        for loc, rec, ver in sorted(self.catalog.records()):
+            if after is not None and loc <= after:
+                continue
+            if size + len(rec) + 128 > LIST_PAGE_BYTES:
+                more = True
+                break
+            page.append([loc, rec, list(ver)])
+            size += len(rec) + 128
+        return Reply({"more": more}, msgpack.packb(page, use_bin_type=True))
+
+    async def _serve_find_node(
+        self, link: PeerLink, meta: dict[str, Any], body: memoryview
+    ) -> Reply:
+        target = _address(meta, "target")
+        known = dict(self.members.known_addresses())
+        if self.address:
+            known[self.node_id] = self.address
+        nearest = placement.closest(target, known, 20)
+        return Reply({"peers": [[n, known[n]] for n in nearest]})
+
+
+_HANDLERS = {
+    "ping": Node._serve_ping,
+    "peers": Node._serve_peers,
+    "put_blob": Node._serve_put_blob,
+    "get_blob": Node._serve_get_blob,
+    "has_blobs": Node._serve_has_blobs,
+    "put_record": Node._serve_put_record,
+    "get_record": Node._serve_get_record,
+    "list_records": Node._serve_list_records,
+    "find_node": Node._serve_find_node,
+}
+
+
+def _checked_address(value: object) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise RemoteError("bad_request", "an address is 32 bytes")
+    return value
+
+
+def _address(meta: dict[str, Any], key: str) -> bytes:
+    return _checked_address(meta.get(key))
+
+
+def _record_entry(entry: object) -> tuple[bytes, bytes, Version] | None:
+    """``[locator, sealed record, [clock, node id]]`` from a peer, validated."""
+    if not isinstance(entry, list | tuple) or len(entry) != 3:
+        return None
+    loc, rec, ver = entry
+    if not isinstance(ver, list | tuple) or len(ver) != 2:
+        return None
+    clock, node = ver
+    if (
+        isinstance(loc, bytes)
+        and len(loc) == 32
+        and isinstance(rec, bytes)
+        and len(rec) <= RECORD_MAX
+        and isinstance(clock, int)
+        and 0 <= clock < 1 << 63
+        and isinstance(node, bytes)
+        and len(node) == 32
+    ):
+        return loc, rec, (clock, node)
+    return None
+
+
+async def _records_held_by(link: PeerLink) -> list[tuple[bytes, bytes, Version]]:
+    """Every name record a peer holds, page by page."""
+    records: list[tuple[bytes, bytes, Version]] = []
+    after: bytes | None = None
+    while True:
+        response = await link.request("list_records", {"after": after})
+        # unpackb takes no max_buffer_size (only Unpacker does); its length limits
+        # default to the body's size, which the wire already bounds by MAX_BODY.
+        page = msgpack.unpackb(response.body, raw=False)
+        if not isinstance(page, list):
+            raise RemoteError("bad_request", "list_records body is not a list")
+        for entry in page:
+            parsed = _record_entry(entry)
+            if parsed is not None:
+                records.append(parsed)
+                after = max(after or parsed[0], parsed[0])
+        if not response.meta.get("more") or not page:
+            return records
+
+
+def _record_from_meta(meta: dict[str, Any]) -> tuple[bytes, Version] | None:
+    parsed = _record_entry([b"\0" * 32, meta.get("rec"), meta.get("ver")])
+    return (parsed[1], parsed[2]) if parsed else None
+
+
+async def _pieces(source: Source) -> AsyncIterator[bytes | memoryview]:
+    """Any accepted source as pieces of at most PIECE_SIZE, never the whole file."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        view = memoryview(source)
+        for start in range(0, len(view), PIECE_SIZE):
+            yield view[start : start + PIECE_SIZE]
+    elif isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            async for piece in _read_file(f):
+                yield piece
+    elif isinstance(source, AsyncIterable):
+        async for piece in source:
+            yield piece
+    else:
+        async for piece in _read_file(source):
+            yield piece
+
+
+async def _read_file(f: IO[bytes]) -> AsyncIterator[bytes]:
+    while piece := await asyncio.to_thread(f.read, PIECE_SIZE):
+        yield piece

@@ -1,0 +1,573 @@
+"""Helpers for the process-level tests: real node processes on loopback, and ways to watch them.
+
+Two kinds of node process are started:
+
+- ``fstore-node``, the installed console script, for nodes that only hold blobs;
+- ``node_agent.py``, a real ``fstore.node.Node`` driven by JSON lines on stdin, for
+  nodes the test stores through, reads through or asks questions.
+
+Nothing here sleeps to synchronise: every wait reads a line with a deadline or
+polls a condition with a deadline (:func:`wait_until`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import blake3
+
+from fstore import placement, wire
+from fstore.capability import Capability
+from fstore.manifest import ChunkRef, Manifest
+
+KiB = 1024
+MiB = 1024 * KiB
+
+AGENT_SCRIPT = Path(__file__).with_name("node_agent.py")
+READY_TIMEOUT = 30.0  # a node process prints its ready line well within a second or two
+CALL_TIMEOUT = 60.0
+POLL_INTERVAL = 0.03
+
+T = TypeVar("T")
+
+
+class NodeProcessError(Exception):
+    """A node process misbehaved: it exited, or did not answer in time."""
+
+
+class AgentError(Exception):
+    """An agent answered a command with ``{"ok": false, ...}``."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        super().__init__(f"{answer.get('error')}: {answer.get('message')}")
+        self.answer = answer
+        self.error = str(answer.get("error"))
+
+
+# --- small helpers ------------------------------------------------------------------
+
+
+def fstore_node_command() -> str:
+    """The installed ``fstore-node`` console script of this virtualenv."""
+    path = shutil.which("fstore-node", path=os.path.dirname(sys.executable))
+    if path is None:
+        raise RuntimeError(f"no fstore-node script beside {sys.executable}")
+    return path
+
+
+def fstore_command() -> str:
+    """The installed ``fstore`` console script of this virtualenv."""
+    path = shutil.which("fstore", path=os.path.dirname(sys.executable))
+    if path is None:
+        raise RuntimeError(f"no fstore script beside {sys.executable}")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(
+    predicate: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    interval: float = POLL_INTERVAL,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy, which is returned.
+
+    Raises TimeoutError naming ``what`` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def proc_status(pid: int, field: str) -> int:
+    """A ``kB`` field of ``/proc/PID/status`` (``VmHWM``, ``VmRSS``) in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key == field:
+                return int(value.split()[0]) * 1024
+    raise KeyError(f"no {field} in /proc/{pid}/status")
+
+
+def peak_rss(pid: int) -> int:
+    """The peak resident set size (``VmHWM``) of a live process, in bytes."""
+    return proc_status(pid, "VmHWM")
+
+
+def write_random_file(path: Path, size: int, seed: bytes) -> str:
+    """Write ``size`` incompressible bytes (BLAKE3 XOF of ``seed``) in pieces; their BLAKE3.
+
+    The file is never held in memory whole, and the hash is computed by the
+    independent ``blake3`` package, not by fstore.
+    """
+    stream = blake3.blake3(seed)
+    digest = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    piece = 8 * MiB
+    with open(path, "wb") as f:
+        for offset in range(0, size, piece):
+            data = stream.digest(length=min(piece, size - offset), seek=offset)
+            digest.update(data)
+            f.write(data)
+    return digest.hexdigest()
+
+
+def blake3_file(path: Path) -> str:
+    """BLAKE3 of a file by the independent ``blake3`` package (memory-mapped)."""
+    digest = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    if os.path.getsize(path):
+        digest.update_mmap(path)
+    return digest.hexdigest()
+
+
+def blob_path(data_dir: Path, address: bytes) -> Path:
+    """Where a node stores a blob: ``blobs/ab/cd/<address>``."""
+    name = address.hex()
+    return data_dir / "blobs" / name[0:2] / name[2:4] / name
+
+
+def quarantined(data_dir: Path, address: bytes) -> list[Path]:
+    """The copies of a blob that a node moved to ``blobs/corrupt/``."""
+    corrupt = data_dir / "blobs" / "corrupt"
+    return sorted(corrupt.glob(address.hex() + ".*"))
+
+
+def read_manifest(capability: str, data_dirs: Iterable[Path]) -> tuple[bytes, list[ChunkRef]]:
+    """(manifest address, chunk list) of a file, its manifest read from any node's disk."""
+    cap = Capability.parse(capability)
+    for data_dir in data_dirs:
+        path = blob_path(data_dir, cap.manifest_address)
+        if path.is_file():
+            manifest = Manifest.open(cap.file_key, path.read_bytes())
+            return cap.manifest_address, list(manifest.chunks)
+    raise FileNotFoundError(f"no node holds the manifest {cap.manifest_address.hex()}")
+
+
+def closest(target: bytes, node_ids: Iterable[bytes], count: int) -> list[bytes]:
+    """The ``count`` node ids XOR-closest to ``target``, nearest first."""
+    return placement.closest(target, node_ids, count)
+
+
+# --- node processes ------------------------------------------------------------------
+
+
+class NodeProcess:
+    """One node process: started, its ready line awaited, killed for sure at the end.
+
+    stderr goes to ``log_path`` (the node's log); stdout is read by a thread.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        data_dir: Path,
+        log_path: Path,
+        *,
+        stdin: bool,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.node_id = b""
+        self.address = ""
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+        )
+        self._ready: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(
+            target=self._read_stdout, name=f"{name}-stdout", daemon=True
+        )
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self._on_line(raw.decode("utf-8", "replace").rstrip("\n"))
+        self._on_eof()
+
+    def _on_line(self, line: str) -> None:
+        self._ready.put(line)
+
+    def _on_eof(self) -> None:
+        self._ready.put(None)
+
+    def _parse_ready(self, line: str) -> None:
+        # fstore-node <id> listening on <addr>
+        words = line.split()
+        if len(words) != 5 or words[0] != "fstore-node" or words[2:4] != ["listening", "on"]:
+            raise NodeProcessError(f"{self.name}: unexpected first line {line!r}")
+        self.node_id = bytes.fromhex(words[1])
+        self.address = words[4]
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        try:
+            line = self._ready.get(timeout=timeout)
+        except queue.Empty:
+            raise NodeProcessError(
+                f"{self.name} printed no ready line within {timeout:g}s\n{self.log_tail()}"
+            ) from None
+        if line is None:
+            code = self.proc.wait(timeout=10)
+            raise NodeProcessError(
+                f"{self.name} exited ({code}) before it was ready\n{self.log_tail()}"
+            )
+        self._parse_ready(line)
+
+    def has_blob(self, address: bytes) -> bool:
+        return blob_path(self.data_dir, address).is_file()
+
+    def peak_rss(self) -> int:
+        return peak_rss(self.pid)
+
+    def kill(self) -> None:
+        """SIGKILL, and reap."""
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def terminate(self, timeout: float) -> int:
+        """SIGTERM; the exit code, once it exits within ``timeout``."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """Teardown: kill if still running, close everything. Never raises."""
+        with contextlib.suppress(Exception):
+            self.kill()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+        self._reader.join(timeout=5)
+        self._log.close()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(f"    {self.name}| {line}" for line in text[-lines:])
+
+
+class Agent(NodeProcess):
+    """A ``node_agent.py`` process: commands as JSON lines, answers matched by request id.
+
+    Answers come back in any order; messages of one request are queued for it, the
+    ``"event"`` messages (progress of a get) before the final one (``"ok"``).
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], data_dir: Path, log_path: Path) -> None:
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._answers: dict[int, queue.Queue[dict[str, Any] | None]] = {}
+        self._eof = False
+        self._got_ready = False
+        super().__init__(name, argv, data_dir, log_path, stdin=True)
+
+    def _on_line(self, line: str) -> None:
+        if not self._got_ready:
+            self._got_ready = True
+            self._ready.put(line)
+            return
+        try:
+            message = json.loads(line)
+            request_id = int(message["id"])
+        except (ValueError, KeyError, TypeError):
+            return  # not an answer (nothing else should print on stdout)
+        self._queue(request_id).put(message)
+
+    def _on_eof(self) -> None:
+        with self._lock:
+            self._eof = True
+            for answers in self._answers.values():
+                answers.put(None)
+        self._ready.put(None)
+
+    def _queue(self, request_id: int) -> queue.Queue[dict[str, Any] | None]:
+        with self._lock:
+            answers = self._answers.get(request_id)
+            if answers is None:
+                answers = self._answers[request_id] = queue.Queue()
+                if self._eof:
+                    answers.put(None)
+            return answers
+
+    def _parse_ready(self, line: str) -> None:
+        try:
+            ready = json.loads(line)
+            self.node_id = bytes.fromhex(ready["node_id"])
+            self.address = str(ready["address"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise NodeProcessError(f"{self.name}: unexpected first line {line!r}") from e
+
+    def send(self, op: str, **fields: Any) -> int:
+        """Send a command; its request id (answers are awaited with :meth:`wait`)."""
+        request_id = next(self._ids)
+        self._queue(request_id)
+        line = json.dumps({"id": request_id, "op": op, **fields}) + "\n"
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(line.encode())
+            stdin.flush()
+        except (BrokenPipeError, ValueError) as e:
+            raise NodeProcessError(f"{self.name} is not running\n{self.log_tail()}") from e
+        return request_id
+
+    def next_message(self, request_id: int, timeout: float) -> dict[str, Any]:
+        """The next message (event or final answer) for ``request_id``."""
+        try:
+            message = self._queue(request_id).get(timeout=timeout)
+        except queue.Empty:
+            raise NodeProcessError(
+                f"{self.name} did not answer request {request_id} within {timeout:g}s\n"
+                f"{self.log_tail()}"
+            ) from None
+        if message is None:
+            self._queue(request_id).put(None)  # for the next reader too
+            raise NodeProcessError(
+                f"{self.name} exited ({self.proc.poll()}) before answering request "
+                f"{request_id}\n{self.log_tail()}"
+            )
+        return message
+
+    def wait(self, request_id: int, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+        """The final answer to ``request_id`` (skipping its events); ``ok`` may be false."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.next_message(request_id, max(0.0, deadline - time.monotonic()))
+            if "ok" in message:
+                with self._lock:
+                    self._answers.pop(request_id, None)
+                return message
+
+    def result(self, request_id: int, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+        """The successful answer to ``request_id``; raises AgentError for an error answer."""
+        answer = self.wait(request_id, timeout)
+        if not answer["ok"]:
+            raise AgentError(answer)
+        return answer
+
+    def call(self, op: str, timeout: float = CALL_TIMEOUT, **fields: Any) -> dict[str, Any]:
+        """Send a command and return its successful answer (AgentError otherwise)."""
+        return self.result(self.send(op, **fields), timeout)
+
+    def peer_ids(self) -> set[bytes]:
+        return {bytes.fromhex(p["node_id"]) for p in self.call("peers", timeout=10)["peers"]}
+
+
+class Cluster:
+    """Every node process a test starts; :meth:`close` kills them all, whatever happened."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.processes: list[NodeProcess] = []
+
+    def _data_dir(self, name: str, data_dir: Path | None) -> Path:
+        return data_dir if data_dir is not None else self.root / name
+
+    @staticmethod
+    def _node_args(
+        addr: str, peers: Iterable[str], replicas: int, durable: bool, namespace_file: Path | None
+    ) -> list[str]:
+        args = ["--addr", addr, "--replicas", str(replicas)]
+        for peer in peers:
+            args += ["--peer", peer]
+        if not durable:
+            args.append("--no-fsync")
+        if namespace_file is not None:
+            args += ["--namespace-file", str(namespace_file)]
+        return args
+
+    def agent(
+        self,
+        name: str,
+        *,
+        peers: Iterable[str] = (),
+        replicas: int = 3,
+        durable: bool = True,
+        addr: str = "127.0.0.1:0",
+        namespace_file: Path | None = None,
+        data_dir: Path | None = None,
+    ) -> Agent:
+        """Start a ``node_agent.py`` process and wait until it listens."""
+        directory = self._data_dir(name, data_dir)
+        argv = [
+            sys.executable,
+            str(AGENT_SCRIPT),
+            "--data-dir",
+            str(directory),
+            *self._node_args(addr, peers, replicas, durable, namespace_file),
+        ]
+        agent = Agent(name, argv, directory, self.root / f"{name}.log")
+        self.processes.append(agent)
+        agent.wait_ready()
+        return agent
+
+    def holder(
+        self,
+        name: str,
+        *,
+        peers: Iterable[str] = (),
+        replicas: int = 3,
+        durable: bool = True,
+        addr: str = "127.0.0.1:0",
+        namespace_file: Path | None = None,
+        data_dir: Path | None = None,
+    ) -> NodeProcess:
+        """Start a plain ``fstore-node`` process and wait for its ready line."""
+        directory = self._data_dir(name, data_dir)
+        argv = [
+            fstore_node_command(),
+            "--data-dir",
+            str(directory),
+            *self._node_args(addr, peers, replicas, durable, namespace_file),
+        ]
+        node = NodeProcess(name, argv, directory, self.root / f"{name}.log", stdin=False)
+        self.processes.append(node)
+        node.wait_ready()
+        return node
+
+    def close(self) -> None:
+        """Kill every process still running; print the end of each log (shown on failure).
+
+        Idempotent: a test may close early, the fixture closes again.
+        """
+        processes, self.processes = self.processes, []
+        for process in processes:
+            process.stop()
+        for process in processes:
+            tail = process.log_tail(25)
+            if tail:
+                print(f"--- {process.name} (pid {process.pid}, exit {process.proc.returncode})")
+                print(tail)
+
+
+def wait_for_mesh(agents: Sequence[Agent], everyone: Sequence[NodeProcess], timeout: float) -> None:
+    """Wait until each agent is linked with every other node of ``everyone``."""
+    for agent in agents:
+        others = {p.node_id for p in everyone if p is not agent}
+
+        def linked(agent: Agent = agent, others: set[bytes] = others) -> bool:
+            return others <= agent.peer_ids()
+
+        wait_until(linked, timeout, f"{agent.name} to link with all {len(others)} other nodes")
+
+
+# --- raw protocol ------------------------------------------------------------------------
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    """Everything received until the peer closes: (bytes, closed in time).
+
+    A reset counts as closed (the peer closed with our bytes unread).
+    """
+    deadline = time.monotonic() + timeout
+    received = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return bytes(received), False
+        sock.settimeout(remaining)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            return bytes(received), False
+        except ConnectionResetError:
+            return bytes(received), True
+        if not data:
+            return bytes(received), True
+        received += data
+
+
+def decode_frames(data: bytes) -> list[wire.Frame]:
+    """The complete frames in ``data`` (what a node sent), by fstore's own decoder."""
+    return wire.FrameDecoder().feed(data)
+
+
+class WireClient:
+    """A minimal blocking peer speaking the wire protocol, for asking a node directly."""
+
+    def __init__(self, address: str, timeout: float = 10.0) -> None:
+        host, _, port = address.rpartition(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.conn = wire.Connection(os.urandom(32), None)
+        self.sock.sendall(b"".join(bytes(p) for p in self.conn.hello()))
+        self.timeout = timeout
+        self._events: list[wire.Event] = []
+
+    def _next_event(self, deadline: float) -> wire.Event:
+        while not self._events:
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("the node closed the connection")
+            self._events += self.conn.feed(data)
+        return self._events.pop(0)
+
+    def request(self, op: str, meta: dict[str, Any]) -> wire.ResponseReceived:
+        stream, frames = self.conn.request(op, meta)
+        self.sock.sendall(b"".join(bytes(p) for p in frames))
+        deadline = time.monotonic() + self.timeout
+        while True:
+            event = self._next_event(deadline)
+            if isinstance(event, wire.ResponseReceived) and event.stream == stream:
+                return event
+            if isinstance(event, wire.GoAway):
+                raise ConnectionError(f"GOAWAY {event.code}: {event.msg}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def wire_client(address: str, timeout: float = 10.0) -> Iterator[WireClient]:
+    client = WireClient(address, timeout)
+    try:
+        yield client
+    finally:
+        client.close()

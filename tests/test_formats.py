@@ -1,0 +1,111 @@
+"""The node's small formats: capabilities, manifests, name records, placement."""
+
+from __future__ import annotations
+
+import os
+import string
+
+import msgpack
+import pytest
+from cryptography.cobblestone import Cobblestone128Decryptor
+
+from fstore import _native
+from fstore.capability import Capability
+from fstore.errors import IntegrityError, InvalidCapabilityError, WrongKeyError
+from fstore.manifest import CONTEXT as MANIFEST_CONTEXT
+from fstore.manifest import ChunkRef, Manifest
+from fstore.placement import closest, distance
+from fstore.records import HybridClock, NameKeys, NameValue
+
+
+def random_capability() -> Capability:
+    return Capability(os.urandom(32), os.urandom(16))
+
+
+def test_capability_round_trip() -> None:
+    cap = random_capability()
+    text = str(cap)
+    assert text.startswith("fs1:")
+    assert set(text[4:]) <= set(string.ascii_lowercase + "234567")
+    assert Capability.parse(text) == cap
+
+
+def test_every_altered_character_is_rejected() -> None:
+    text = str(random_capability())
+    alphabet = string.ascii_lowercase + "234567"
+    for i in range(4, len(text)):
+        for replacement in {alphabet[(alphabet.index(text[i]) + 1) % 32], "A", "0", "="}:
+            altered = text[:i] + replacement + text[i + 1 :]
+            with pytest.raises(InvalidCapabilityError):
+                Capability.parse(altered)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "fs1:", "fs2:aaaa", "fs1:" + "a" * 84, "fs1:" + "a" * 83, "FS1:abc"],
+)
+def test_malformed_capabilities(text: str) -> None:
+    with pytest.raises(InvalidCapabilityError):
+        Capability.parse(text)
+
+
+def test_truncated_and_extended_capabilities() -> None:
+    text = str(random_capability())
+    for bad in (text[:-1], text + "a", text[:-8]):
+        with pytest.raises(InvalidCapabilityError):
+            Capability.parse(bad)
+
+
+def test_manifest_round_trip_and_cross_check() -> None:
+    refs = tuple(ChunkRef(os.urandom(32), os.urandom(16), n) for n in (1000, 2000, 5))
+    manifest = Manifest(3005, os.urandom(32), refs, {"name": "x"})
+    key = _native.generate_key()
+    sealed = manifest.seal(key)
+    assert Manifest.open(key, sealed) == manifest
+    # An independent Cobblestone implementation opens it to the documented msgpack map.
+    decryptor = Cobblestone128Decryptor(key, MANIFEST_CONTEXT)
+    plain = decryptor.update(sealed) + decryptor.finalize()
+    raw = msgpack.unpackb(plain, raw=False)
+    assert raw["v"] == 1 and raw["size"] == 3005
+    assert raw["chunks"][0] == [refs[0].address, refs[0].key, 1000]
+    with pytest.raises(WrongKeyError):
+        Manifest.open(_native.generate_key(), sealed)
+
+
+def test_manifest_that_does_not_add_up_is_rejected() -> None:
+    refs = (ChunkRef(os.urandom(32), os.urandom(16), 10),)
+    key = _native.generate_key()
+    with pytest.raises(IntegrityError):
+        Manifest.open(key, Manifest(11, os.urandom(32), refs).seal(key))
+    not_a_manifest = _native.seal(key, MANIFEST_CONTEXT, msgpack.packb([1, 2, 3]))
+    with pytest.raises(IntegrityError):
+        Manifest.open(key, not_a_manifest)
+
+
+def test_name_records_are_namespace_private() -> None:
+    mine, theirs = NameKeys(os.urandom(32)), NameKeys(os.urandom(32))
+    assert mine.locator("picture_1.png") != theirs.locator("picture_1.png")
+    assert mine.locator("a") != mine.locator("b")
+    value = NameValue("picture_1.png", str(random_capability()), 10, os.urandom(32), 1.5)
+    sealed = mine.seal(value)
+    assert mine.open(sealed) == value
+    assert b"picture_1" not in sealed
+    with pytest.raises(WrongKeyError):
+        theirs.open(sealed)
+
+
+def test_hybrid_clock_never_repeats_or_goes_back() -> None:
+    clock = HybridClock()
+    readings = [clock.now() for _ in range(1000)]
+    assert readings == sorted(set(readings))
+    assert clock.now(at_least=readings[-1] + 10**9) > readings[-1] + 10**9
+
+
+def test_placement_is_xor_closest() -> None:
+    nodes = [os.urandom(32) for _ in range(10)]
+    target = os.urandom(32)
+    chosen = closest(target, nodes, 3)
+    assert len(chosen) == 3
+    others = [n for n in nodes if n not in chosen]
+    assert max(distance(n, target) for n in chosen) < min(distance(n, target) for n in others)
+    assert closest(target, nodes[:2], 3) == sorted(nodes[:2], key=lambda n: distance(n, target))
