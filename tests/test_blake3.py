@@ -7,19 +7,16 @@ import mmap
 import os
 import random
 import subprocess
-from collections.abc import Iterator, Sequence
-from itertools import cycle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import blake3 as blake3_ref  # the blake3 PyPI package: an independent implementation
 import pytest
+from datautil import KiB, MiB, pieces
 
 from fstore import _native
 from fstore.errors import InvalidArgumentError
-
-KiB = 1024
-MiB = 1024 * KiB
 
 VECTORS_PATH = (
     Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "blake3_test_vectors.json"
@@ -37,17 +34,6 @@ TEST_CONTEXT = "fstore tests 2025-01-01 derive_key cross-check"
 def vector_input(length: int) -> bytes:
     """The input of the official vectors: ``length`` bytes of 0, 1, ..., 250, 0, 1, ..."""
     return bytes(i % 251 for i in range(length))
-
-
-def pieces(data: bytes, sizes: Sequence[int]) -> Iterator[memoryview]:
-    """``data`` cut into consecutive pieces whose sizes cycle through ``sizes`` (0 allowed)."""
-    view = memoryview(data)
-    pos = 0
-    for size in cycle(sizes):
-        if pos >= len(view):
-            return
-        yield view[pos : pos + size]
-        pos += size
 
 
 def test_hash_len() -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import mmap
 import random
-from collections.abc import Callable, Iterator, Sequence
-from itertools import cycle, pairwise
+from collections.abc import Callable, Sequence
+from itertools import pairwise
 
 import pytest
 from cryptography.cobblestone import Cobblestone128Decryptor, Cobblestone128Encryptor
+from datautil import MiB, pieces
 
 from fstore import _native
 from fstore.errors import (
@@ -20,9 +21,6 @@ from fstore.errors import (
     TruncatedError,
     WrongKeyError,
 )
-
-KiB = 1024
-MiB = 1024 * KiB
 
 HEADER = 56  # 24-byte salt + 32-byte key commitment
 RECORD = 16384  # plaintext bytes per full record
@@ -37,17 +35,6 @@ CONTEXT_IDS = ["empty-ctx", "ctx"]
 ODD_PIECES = (1, 7, 55, 2, 4093, 16385, 3, 16399, 16401, 65537, 31, 0)
 
 ErrorClass = type[BaseException]
-
-
-def split(data: bytes, sizes: Sequence[int]) -> Iterator[memoryview]:
-    """``data`` cut into consecutive pieces whose sizes cycle through ``sizes`` (0 allowed)."""
-    view = memoryview(data)
-    pos = 0
-    for size in cycle(sizes):
-        if pos >= len(view):
-            return
-        yield view[pos : pos + size]
-        pos += size
 
 
 def out_buffer(n: int) -> bytearray:
@@ -68,7 +55,7 @@ def their_open(key: bytes, context: bytes, sealed: bytes) -> bytes:
 def their_open_pieces(key: bytes, context: bytes, sealed: bytes) -> bytes:
     decryptor = Cobblestone128Decryptor(key, context)
     out = bytearray()
-    for piece in split(sealed, ODD_PIECES):
+    for piece in pieces(sealed, ODD_PIECES):
         out += decryptor.update(piece)
     return bytes(out + decryptor.finalize())
 
@@ -76,7 +63,7 @@ def their_open_pieces(key: bytes, context: bytes, sealed: bytes) -> bytes:
 def seal_streaming(key: bytes, context: bytes, data: bytes, *, into: bool = False) -> bytes:
     sealer = _native.Sealer(key, context)
     out = bytearray()
-    for piece in split(data, ODD_PIECES):
+    for piece in pieces(data, ODD_PIECES):
         if into:
             buf = out_buffer(len(piece))
             written = sealer.update_into(piece, buf)
@@ -96,7 +83,7 @@ def open_streaming(
 ) -> bytes:
     opener = _native.Opener(key, context)
     out = bytearray()
-    for piece in split(sealed, sizes):
+    for piece in pieces(sealed, sizes):
         if into:
             buf = out_buffer(len(piece))
             written = opener.update_into(piece, buf)
@@ -126,7 +113,7 @@ def stream_open_error(
     """Like :func:`open_error` through the streaming ``Opener``; also checks it is then dead."""
     opener = _native.Opener(key, context)
     try:
-        for piece in split(sealed, sizes):
+        for piece in pieces(sealed, sizes):
             opener.update(piece)
         opener.finalize()
     except Exception as exc:  # the caller compares the exact class

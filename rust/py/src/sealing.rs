@@ -69,102 +69,71 @@ pub fn open_sealed<'py>(
     })
 }
 
-/// Streaming Cobblestone-128 encryption.
-#[pyclass(module = "fstore._native")]
-pub struct Sealer {
-    inner: seal::Sealer,
+/// A Python class over a streaming core type (`seal::Sealer` or `seal::Opener`,
+/// which share their method names): both expose `update`, `update_into` and
+/// `finalize`, with output written straight into new `bytes` or the caller's buffer.
+macro_rules! stream_class {
+    ($(#[$doc:meta])* $name:ident, $core:ty) => {
+        $(#[$doc])*
+        #[pyclass(module = "fstore._native")]
+        pub struct $name {
+            inner: $core,
+        }
+
+        #[pymethods]
+        impl $name {
+            #[new]
+            #[pyo3(signature = (key, context = None))]
+            fn new(key: PyBuffer<u8>, context: Option<PyBuffer<u8>>) -> NativeResult<Self> {
+                let context = match &context {
+                    Some(c) => buf::read(c)?,
+                    None => &[],
+                };
+                Ok($name {
+                    inner: <$core>::new(buf::read(&key)?, context)?,
+                })
+            }
+
+            fn update<'py>(
+                &mut self,
+                py: Python<'py>,
+                data: PyBuffer<u8>,
+            ) -> NativeResult<Bound<'py, PyBytes>> {
+                let data = buf::read(&data)?;
+                let inner = &mut self.inner;
+                let len = inner.update_len(data.len());
+                bytes_filled_by(py, len, |out| inner.update_into(data, out).map(|_| ()))
+            }
+
+            fn update_into(
+                &mut self,
+                py: Python<'_>,
+                data: PyBuffer<u8>,
+                mut buf: PyBuffer<u8>,
+            ) -> NativeResult<usize> {
+                let data = buf::read(&data)?;
+                let out = buf::write(&mut buf)?;
+                let inner = &mut self.inner;
+                Ok(py.detach(|| inner.update_into(data, out))?)
+            }
+
+            fn finalize<'py>(&mut self, py: Python<'py>) -> NativeResult<Bound<'py, PyBytes>> {
+                let inner = &mut self.inner;
+                let len = inner.finalize_len();
+                bytes_filled_by(py, len, |out| inner.finalize_into(out).map(|_| ()))
+            }
+        }
+    };
 }
 
-#[pymethods]
-impl Sealer {
-    #[new]
-    #[pyo3(signature = (key, context = None))]
-    fn new(key: PyBuffer<u8>, context: Option<PyBuffer<u8>>) -> NativeResult<Self> {
-        let context = match &context {
-            Some(c) => buf::read(c)?,
-            None => &[],
-        };
-        Ok(Sealer {
-            inner: seal::Sealer::new(buf::read(&key)?, context)?,
-        })
-    }
+stream_class!(
+    /// Streaming Cobblestone-128 encryption.
+    Sealer,
+    seal::Sealer
+);
 
-    fn update<'py>(
-        &mut self,
-        py: Python<'py>,
-        data: PyBuffer<u8>,
-    ) -> NativeResult<Bound<'py, PyBytes>> {
-        let data = buf::read(&data)?;
-        let inner = &mut self.inner;
-        let len = inner.update_len(data.len());
-        bytes_filled_by(py, len, |out| inner.update_into(data, out).map(|_| ()))
-    }
-
-    fn update_into(
-        &mut self,
-        py: Python<'_>,
-        data: PyBuffer<u8>,
-        mut buf: PyBuffer<u8>,
-    ) -> NativeResult<usize> {
-        let data = buf::read(&data)?;
-        let out = buf::write(&mut buf)?;
-        let inner = &mut self.inner;
-        Ok(py.detach(|| inner.update_into(data, out))?)
-    }
-
-    fn finalize<'py>(&mut self, py: Python<'py>) -> NativeResult<Bound<'py, PyBytes>> {
-        let inner = &mut self.inner;
-        let len = inner.finalize_len();
-        bytes_filled_by(py, len, |out| inner.finalize_into(out).map(|_| ()))
-    }
-}
-
-/// Streaming Cobblestone-128 decryption.
-#[pyclass(module = "fstore._native")]
-pub struct Opener {
-    inner: seal::Opener,
-}
-
-#[pymethods]
-impl Opener {
-    #[new]
-    #[pyo3(signature = (key, context = None))]
-    fn new(key: PyBuffer<u8>, context: Option<PyBuffer<u8>>) -> NativeResult<Self> {
-        let context = match &context {
-            Some(c) => buf::read(c)?,
-            None => &[],
-        };
-        Ok(Opener {
-            inner: seal::Opener::new(buf::read(&key)?, context)?,
-        })
-    }
-
-    fn update<'py>(
-        &mut self,
-        py: Python<'py>,
-        data: PyBuffer<u8>,
-    ) -> NativeResult<Bound<'py, PyBytes>> {
-        let data = buf::read(&data)?;
-        let inner = &mut self.inner;
-        let len = inner.update_len(data.len());
-        bytes_filled_by(py, len, |out| inner.update_into(data, out).map(|_| ()))
-    }
-
-    fn update_into(
-        &mut self,
-        py: Python<'_>,
-        data: PyBuffer<u8>,
-        mut buf: PyBuffer<u8>,
-    ) -> NativeResult<usize> {
-        let data = buf::read(&data)?;
-        let out = buf::write(&mut buf)?;
-        let inner = &mut self.inner;
-        Ok(py.detach(|| inner.update_into(data, out))?)
-    }
-
-    fn finalize<'py>(&mut self, py: Python<'py>) -> NativeResult<Bound<'py, PyBytes>> {
-        let inner = &mut self.inner;
-        let len = inner.finalize_len();
-        bytes_filled_by(py, len, |out| inner.finalize_into(out).map(|_| ()))
-    }
-}
+stream_class!(
+    /// Streaming Cobblestone-128 decryption.
+    Opener,
+    seal::Opener
+);
