@@ -92,6 +92,10 @@ class ProtocolError(FstoreError):
     """
 
 
+class FileTooLargeError(FstoreError):
+    """A file has more chunks than one manifest blob can list (files of about 70 GB)."""
+
+
 class InvalidCapabilityError(FstoreError, ValueError):
     """A capability string is malformed or was altered (its check digits do not match)."""
 
@@ -129,6 +133,7 @@ __all__ = [
     "AlreadyFinalizedError",
     "DiskFullError",
     "FileMismatchError",
+    "FileTooLargeError",
     "FstoreError",
     "InsufficientReplicasError",
     "IntegrityError",

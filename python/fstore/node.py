@@ -23,9 +23,11 @@ from fstore.capability import Capability
 from fstore.errors import (
     AddressMismatchError,
     DiskFullError,
+    FileTooLargeError,
     FstoreError,
     InsufficientReplicasError,
     IntegrityError,
+    InvalidArgumentError,
     NotFoundError,
     PeerUnavailableError,
     RemoteError,
@@ -94,7 +96,7 @@ class Node:
         ping_interval: float = 5.0,
     ) -> None:
         if replicas < 1:
-            raise ValueError("replicas must be at least 1")
+            raise InvalidArgumentError("replicas must be at least 1")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.replicas = replicas
@@ -222,15 +224,16 @@ class Node:
     ) -> StoreResult:
         """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob."""
         if not name or len(name.encode("utf-8")) > 4096:
-            raise ValueError("a name is 1 to 4096 bytes of UTF-8")
+            raise InvalidArgumentError("a name is 1 to 4096 bytes of UTF-8")
         pipeline = _native.StorePipeline(self._namespace_secret)
         refs: dict[int, ChunkRef] = {}
         window = asyncio.Semaphore(STORE_WINDOW)
         uploads: set[asyncio.Task[None]] = set()
-        failure: list[BaseException] = []
-        copies = [self.replicas]
+        failure: list[Exception] = []
+        copies = self.replicas
 
         async def upload(chunk: _native.SealedChunk) -> None:
+            nonlocal copies
             try:
                 known = self.catalog.chunk_address(chunk.chunk_id)
                 if known is not None and self.blobs.has(known):
@@ -239,10 +242,10 @@ class Node:
                     refs[chunk.offset] = ChunkRef(address, chunk.key, chunk.plain_length)
                     return
                 written = await self._put_blob(chunk.address, chunk.sealed)
-                copies[0] = min(copies[0], written)
+                copies = min(copies, written)
                 self.catalog.add_chunk(chunk.chunk_id, chunk.address)
                 refs[chunk.offset] = ChunkRef(chunk.address, chunk.key, chunk.plain_length)
-            except BaseException as e:
+            except Exception as e:
                 failure.append(e)
             finally:
                 window.release()
@@ -277,12 +280,12 @@ class Node:
         file_key = _native.generate_key()
         sealed = manifest.seal(file_key)
         if len(sealed) > wire.MAX_BODY:
-            raise FstoreError(
+            raise FileTooLargeError(
                 f"{name!r} has {len(manifest.chunks)} chunks: its manifest exceeds one "
                 f"{wire.MAX_BODY}-byte blob (files up to about 70 GB are supported)"
             )
         manifest_address = _native.hash(sealed)
-        copies[0] = min(copies[0], await self._put_blob(manifest_address, sealed))
+        copies = min(copies, await self._put_blob(manifest_address, sealed))
         capability = str(Capability(manifest_address, file_key))
         await self._put_name(
             NameValue(name, capability, manifest.size, manifest.blake3, time.time())
@@ -292,10 +295,10 @@ class Node:
             name,
             manifest.size,
             len(manifest.chunks),
-            copies[0],
+            copies,
         )
         return StoreResult(
-            name, manifest.size, manifest.blake3, capability, len(manifest.chunks), copies[0]
+            name, manifest.size, manifest.blake3, capability, len(manifest.chunks), copies
         )
 
     async def _put_blob(self, address: bytes, blob: bytes | memoryview) -> int:
