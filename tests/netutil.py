@@ -197,6 +197,7 @@ class NodeProcess:
         self.log_path = log_path
         self.node_id = b""
         self.address = ""
+        self.http_address = ""  # fstore-node only: HOST:PORT of its HTTP API
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
@@ -243,19 +244,30 @@ class NodeProcess:
         self.node_id = bytes.fromhex(words[1])
         self.address = words[4]
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+    def _next_line(self, timeout: float, what: str) -> str:
         try:
             line = self._ready.get(timeout=timeout)
         except queue.Empty:
             raise NodeProcessError(
-                f"{self.name} printed no ready line within {timeout:g}s\n{self.log_tail()}"
+                f"{self.name} printed no {what} within {timeout:g}s\n{self.log_tail()}"
             ) from None
         if line is None:
             code = self.proc.wait(timeout=10)
             raise NodeProcessError(
-                f"{self.name} exited ({code}) before it was ready\n{self.log_tail()}"
+                f"{self.name} exited ({code}) before it printed its {what}\n{self.log_tail()}"
             )
-        self._parse_ready(line)
+        return line
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        self._parse_ready(self._next_line(timeout, "ready line"))
+
+    def wait_http(self, timeout: float = READY_TIMEOUT) -> None:
+        """Read the ``http on HOST:PORT`` line fstore-node prints after its ready line."""
+        line = self._next_line(timeout, "http line")
+        words = line.split()
+        if len(words) != 3 or words[:2] != ["http", "on"]:
+            raise NodeProcessError(f"{self.name}: unexpected second line {line!r}")
+        self.http_address = words[2]
 
     def has_blob(self, address: bytes) -> bool:
         return blob_path(self.data_dir, address).is_file()
@@ -458,18 +470,25 @@ class Cluster:
         addr: str = "127.0.0.1:0",
         namespace_file: Path | None = None,
         data_dir: Path | None = None,
+        http: str | None = "127.0.0.1:0",
     ) -> NodeProcess:
-        """Start a plain ``fstore-node`` process and wait for its ready line."""
+        """Start a plain ``fstore-node`` process and wait for its ready and http lines.
+
+        ``http`` is its ``--http`` (default an ephemeral loopback port); None leaves
+        the flag out, for the node's default.
+        """
         directory = self._data_dir(name, data_dir)
         argv = [
             fstore_node_command(),
             "--data-dir",
             str(directory),
             *self._node_args(addr, peers, replicas, durable, namespace_file),
+            *(["--http", http] if http is not None else []),
         ]
         node = NodeProcess(name, argv, directory, self.root / f"{name}.log", stdin=False)
         self.processes.append(node)
         node.wait_ready()
+        node.wait_http()
         return node
 
     def close(self) -> None:

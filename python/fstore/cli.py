@@ -7,14 +7,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 DEFAULT_ADDR = ":3000"
+HTTP_PORT_OFFSET = 10000
+HTTP_ADDR_FILE = "http.addr"
+"""Where a running node writes its HTTP address (``HOST:PORT``), in its data directory."""
+
+
+class ListenError(Exception):
+    """A socket could not be bound; the message is one line for the user."""
+
+
+def default_http(port: int) -> str:
+    """The HTTP API's default address for a node on ``port``: loopback, ``port`` + 10000.
+
+    Ephemeral (port 0) when the node's port is, or when ``port`` + 10000 is not a port.
+    """
+    http_port = port + HTTP_PORT_OFFSET if 0 < port <= 65535 - HTTP_PORT_OFFSET else 0
+    return f"127.0.0.1:{http_port}"
 
 
 def default_data_dir(port: int) -> Path:
@@ -52,6 +70,13 @@ def node_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="acknowledge blobs before they are durable: for benchmarks only, never in use",
     )
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="where the local HTTP API listens: :PORT on loopback, HOST:PORT on HOST "
+        f"(default 127.0.0.1 at the node's port + {HTTP_PORT_OFFSET}; an ephemeral port "
+        "if the node's is, or if that is past 65535)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -70,6 +95,7 @@ def node_main(argv: list[str] | None = None) -> int:
 
     try:
         host, port = parse_hostport(args.addr)
+        http = parse_hostport(args.http or default_http(port))
         for peer in args.peer:
             parse_hostport(peer)
     except ValueError as e:
@@ -78,18 +104,40 @@ def node_main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     import uvloop
 
+    data_dir = args.data_dir or default_data_dir(port)
     try:
-        uvloop.run(_run_node(args, f"{host}:{port}", args.data_dir or default_data_dir(port)))
-    except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            print(f"fstore-node: cannot listen on {host}:{port}: address in use", file=sys.stderr)
-        else:
-            print(f"fstore-node: {e}", file=sys.stderr)
+        uvloop.run(_run_node(args, f"{host}:{port}", http, data_dir))
+    except (ListenError, OSError) as e:
+        print(f"fstore-node: {e}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _run_node(args: argparse.Namespace, listen: str, data_dir: Path) -> None:
+async def _listen(start: Callable[[], Awaitable[object]], where: str) -> None:
+    """Run ``start``; a socket that cannot be bound becomes a :class:`ListenError`."""
+    try:
+        await start()
+    except OSError as e:
+        reason = "address in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        raise ListenError(f"cannot listen on {where}: {reason}") from e
+
+
+@contextlib.contextmanager
+def _published(path: Path, text: str) -> Iterator[None]:
+    """``text`` in the file ``path`` while the block runs; replaced atomically, then removed."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text + "\n")
+    os.replace(partial, path)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def _run_node(
+    args: argparse.Namespace, listen: str, http: tuple[str, int], data_dir: Path
+) -> None:
+    from fstore.http import HttpServer, format_hostport
     from fstore.node import Node
 
     stop = asyncio.Event()
@@ -104,25 +152,25 @@ async def _run_node(args: argparse.Namespace, listen: str, data_dir: Path) -> No
         durable=not args.no_fsync,
         namespace_file=args.namespace_file,
     )
-    async with node:
+    server = HttpServer(node, *http)
+    async with contextlib.AsyncExitStack() as running:
+        await _listen(node.start, listen)
+        running.push_async_callback(node.stop)
         print(f"fstore-node {node.node_id.hex()} listening on {node.address}", flush=True)
+        await _listen(server.start, f"{format_hostport(*http)} (HTTP)")
+        running.push_async_callback(server.stop)
+        running.enter_context(_published(data_dir / HTTP_ADDR_FILE, server.address))
+        print(f"http on {server.address}", flush=True)
         await stop.wait()
         logging.getLogger("fstore.node").info("stopping")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="fstore", description="fstore: an encrypted P2P file store")
-    sub = p.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run three nodes in this process and show the story")
-    demo.add_argument("--size", type=int, default=6 << 20, help="picture size in bytes")
-    demo.add_argument("-v", "--verbose", action="store_true", help="show the nodes' logs")
-    args = p.parse_args(argv)
-    if args.command == "demo":
-        from fstore.demo import run_demo
+    """The ``fstore`` command, which is :func:`fstore.client.main`.
 
-        logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.WARNING,
-            format="    %(name)s: %(message)s",
-        )
-        return run_demo(args.size)
-    return 2
+    Kept for the console scripts generated before the command moved there (a
+    reinstall regenerates them pointing at ``fstore.client:main``).
+    """
+    from fstore.client import main as client_main
+
+    return client_main(argv)

@@ -8,10 +8,19 @@ worker thread (it releases the GIL); this module decides where bytes go.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +43,7 @@ from fstore.errors import (
 )
 from fstore.identity import Identity, load_namespace_secret
 from fstore.manifest import ChunkRef, Manifest
+from fstore.metrics import NodeMetrics, NodeStats
 from fstore.net import PeerLink, Reply, parse_hostport
 from fstore.peers import Membership
 from fstore.records import HybridClock, NameKeys, NameValue, Version
@@ -63,6 +73,7 @@ class StoreResult:
     capability: str
     chunks: int
     replicas: int
+    stored_at: float
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,7 @@ class Node:
         self._server: asyncio.Server | None = None
         self._members: Membership | None = None
         self.address = ""
+        self.metrics = NodeMetrics()
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -173,6 +185,14 @@ class Node:
             for node, link in sorted(self.members.live().items())
         ]
 
+    async def stats(self) -> NodeStats:
+        """Blobs held (counted on disk, in a worker thread) and peers linked."""
+        peers = len(self.members.live()) if self._members is not None else 0
+        blobs, blob_bytes = await asyncio.to_thread(
+            lambda: (self.blobs.count(), self.blobs.total_bytes())
+        )
+        return NodeStats(blobs, blob_bytes, peers)
+
     async def wait_for_peers(self, count: int, timeout: float = 30.0) -> None:
         """Wait until at least ``count`` peers are linked."""
         await self.members.wait_for(lambda: len(self.members.live()) >= count, timeout)
@@ -207,14 +227,17 @@ class Node:
                     failed.append((node, result))
                 else:
                     done += 1
+        self.metrics.replication_failures.inc(len(failed))
         live = self.members.live()
         still_live_failures = sum(1 for node, _ in failed if node in live)
         required = min(wanted, max(done + still_live_failures, min(2, len(live) + 1)))
         if done < required:
             reasons = "; ".join(f"{n.hex()[:12]}: {e}" for n, e in failed)
-            raise InsufficientReplicasError(
-                f"{what}: {done} durable copies, {required} required ({reasons})"
-            )
+            message = f"{what}: {done} durable copies, {required} required ({reasons})"
+            own_disk = [e for n, e in failed if n == self.node_id and isinstance(e, DiskFullError)]
+            if own_disk:
+                raise DiskFullError(f"this node's disk is full; {message}") from own_disk[0]
+            raise InsufficientReplicasError(message)
         return done
 
     # --- store ----------------------------------------------------------------------
@@ -287,9 +310,9 @@ class Node:
         manifest_address = _native.hash(sealed)
         copies = min(copies, await self._put_blob(manifest_address, sealed))
         capability = str(Capability(manifest_address, file_key))
-        await self._put_name(
-            NameValue(name, capability, manifest.size, manifest.blake3, time.time())
-        )
+        stored_at = time.time()
+        await self._put_name(NameValue(name, capability, manifest.size, manifest.blake3, stored_at))
+        self.metrics.stored_bytes.inc(manifest.size)
         log.info(
             "stored %r: %d bytes in %d chunks, %d copies",
             name,
@@ -298,7 +321,13 @@ class Node:
             copies,
         )
         return StoreResult(
-            name, manifest.size, manifest.blake3, capability, len(manifest.chunks), copies
+            name,
+            manifest.size,
+            manifest.blake3,
+            capability,
+            len(manifest.chunks),
+            copies,
+            stored_at,
         )
 
     async def _put_blob(self, address: bytes, blob: bytes | memoryview) -> int:
@@ -317,6 +346,7 @@ class Node:
         if link is None:
             raise PeerUnavailableError("not linked")
         await link.request("put_blob", {"addr": address}, blob)
+        self.metrics.blob_bytes_sent.inc(len(blob))
 
     # --- names ----------------------------------------------------------------------
 
@@ -429,48 +459,81 @@ class Node:
     async def get(self, name_or_capability: str) -> AsyncIterator[bytes]:
         """Stream a file's plaintext, every blob verified, the whole file checked at the end."""
         _, manifest = await self.manifest(name_or_capability)
+        async with contextlib.aclosing(self.read_range(manifest)) as pieces:
+            async for piece in pieces:
+                yield piece
+
+    async def read_range(
+        self, manifest: Manifest, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Stream bytes ``start`` up to ``end`` (exclusive; default the end) of a file.
+
+        ``manifest`` comes from :meth:`manifest`. Only the chunks that overlap the
+        range are fetched. Each blob is still checked against its address and
+        opened with its key (every record authenticated); the whole file's size
+        and BLAKE3 can be checked only when the range is the whole file, and then are.
+        """
+        end = manifest.size if end is None else end
+        if not 0 <= start <= end <= manifest.size:
+            raise InvalidArgumentError(
+                f"bytes {start} to {end} are not within a file of {manifest.size} bytes"
+            )
+        spans = _overlapping(manifest.chunks, start, end)
         restore = _native.RestorePipeline()
-        ahead: asyncio.Queue[asyncio.Task[bytes | memoryview] | None] = asyncio.Queue(GET_WINDOW)
-
-        async def prefetch() -> None:
-            for ref in manifest.chunks:
-                await ahead.put(asyncio.create_task(self._fetch_chunk(ref)))
-            await ahead.put(None)
-
-        feeder = asyncio.create_task(prefetch())
-        try:
-            for ref in manifest.chunks:
-                task = await ahead.get()
-                assert task is not None
-                blob = await task
-                yield await asyncio.to_thread(
+        blobs = self._fetch_ahead([ref for _, ref in spans])
+        async with contextlib.aclosing(blobs):
+            for offset, ref in spans:
+                blob = await anext(blobs)
+                plain = await asyncio.to_thread(
                     restore.open_chunk, ref.address, ref.key, blob, ref.length
                 )
+                piece = plain[max(0, start - offset) : end - offset]
+                self.metrics.served_bytes.inc(len(piece))
+                yield piece
+        if (start, end) == (0, manifest.size):
             restore.finish(manifest.size, manifest.blake3)
-        finally:
-            feeder.cancel()
-            while not ahead.empty():
-                task = ahead.get_nowait()
-                if task is not None:
-                    task.cancel()
 
     async def read(self, name_or_capability: str) -> bytes:
         """The whole file in memory: for small files and tests."""
         return b"".join([piece async for piece in self.get(name_or_capability)])
 
-    async def _fetch_chunk(self, ref: ChunkRef) -> bytes | memoryview:
-        return await self._fetch_blob(ref.address)
+    async def _fetch_ahead(
+        self, refs: Sequence[ChunkRef]
+    ) -> AsyncGenerator[bytes | memoryview, None]:
+        """The blobs of ``refs`` in order, fetched up to GET_WINDOW ahead."""
+        ahead: asyncio.Queue[asyncio.Task[bytes | memoryview]] = asyncio.Queue(GET_WINDOW)
+
+        async def prefetch() -> None:
+            for ref in refs:
+                await ahead.put(asyncio.create_task(self._fetch_blob(ref.address)))
+
+        feeder = asyncio.create_task(prefetch())
+        try:
+            for _ in refs:
+                yield await (await ahead.get())
+        finally:
+            feeder.cancel()
+            while not ahead.empty():
+                ahead.get_nowait().cancel()
 
     async def _fetch_blob(self, address: bytes) -> bytes | memoryview:
         """A blob whose bytes match its address: local first, then the closest holders.
 
         Holders are tried in XOR order; one that fails, lies or is gone is
         skipped. Holders that answered ``busy`` are tried again, a few rounds
-        with a growing pause, before the blob is declared unavailable.
+        with a growing pause, before the blob is declared unavailable: an
+        :class:`IntegrityError` if a copy was found that failed its check (here,
+        or served by a peer), else :class:`NotFoundError`.
         """
-        local = await asyncio.to_thread(self.blobs.get, address)
-        if local is not None:
-            return local
+        bad_copies = 0
+        try:
+            local = await asyncio.to_thread(self.blobs.load, address)
+        except AddressMismatchError:
+            self.metrics.verification_failed("disk")
+            bad_copies += 1
+        else:
+            if local is not None:
+                return local
         candidates = [n for n in self._members_by_distance(address) if n != self.node_id]
         for attempt in range(BUSY_RETRIES + 1):
             busy: list[bytes] = []
@@ -488,8 +551,11 @@ class Node:
                 except PeerUnavailableError as e:
                     log.debug("get_blob %s from %s: %s", address.hex()[:12], link.describe(), e)
                     continue
+                self.metrics.blob_bytes_received.inc(len(response.body))
                 if await asyncio.to_thread(_native.hash, response.body) == address:
                     return response.body
+                self.metrics.verification_failed("peer")
+                bad_copies += 1
                 log.warning(
                     "%s served bytes that do not match blob %s; trying another holder",
                     link.describe(),
@@ -499,6 +565,11 @@ class Node:
                 break
             candidates = busy
             await asyncio.sleep(0.05 * 2**attempt)
+        if bad_copies:
+            raise AddressMismatchError(
+                f"{bad_copies} copies of blob {address.hex()} failed their check "
+                "and no live holder has a good one"
+            )
         raise NotFoundError(f"no live holder has blob {address.hex()}")
 
     # --- serving peers --------------------------------------------------------------
@@ -522,9 +593,11 @@ class Node:
         self, link: PeerLink, meta: dict[str, Any], body: memoryview
     ) -> Reply:
         address = _address(meta, "addr")
+        self.metrics.blob_bytes_received.inc(len(body))
         try:
             await asyncio.to_thread(self.blobs.put, address, body)
         except AddressMismatchError as e:
+            self.metrics.verification_failed("peer")
             raise RemoteError("bad_address", str(e)) from e
         except DiskFullError as e:
             raise RemoteError("disk_full", str(e)) from e
@@ -534,9 +607,14 @@ class Node:
     async def _serve_get_blob(
         self, link: PeerLink, meta: dict[str, Any], body: memoryview
     ) -> Reply:
-        blob = await asyncio.to_thread(self.blobs.get, _address(meta, "addr"))
+        try:
+            blob = await asyncio.to_thread(self.blobs.load, _address(meta, "addr"))
+        except AddressMismatchError:
+            self.metrics.verification_failed("disk")
+            blob = None
         if blob is None:
             raise RemoteError("not_found", "no such blob here")
+        self.metrics.blob_bytes_sent.inc(len(blob))
         return Reply({}, blob)
 
     async def _serve_has_blobs(
@@ -664,6 +742,17 @@ async def _records_held_by(link: PeerLink) -> list[tuple[bytes, bytes, Version]]
 def _record_from_meta(meta: dict[str, Any]) -> tuple[bytes, Version] | None:
     parsed = _record_entry([b"\0" * 32, meta.get("rec"), meta.get("ver")])
     return (parsed[1], parsed[2]) if parsed else None
+
+
+def _overlapping(chunks: Sequence[ChunkRef], start: int, end: int) -> list[tuple[int, ChunkRef]]:
+    """(offset in the file, chunk) of every chunk holding some of bytes ``start`` to ``end``."""
+    spans = []
+    offset = 0
+    for ref in chunks:
+        if offset < end and offset + ref.length > start:
+            spans.append((offset, ref))
+        offset += ref.length
+    return spans
 
 
 async def _pieces(source: Source) -> AsyncIterator[bytes | memoryview]:

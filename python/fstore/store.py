@@ -348,6 +348,17 @@ class BlobStore:
         A corrupt blob is moved to ``blobs/corrupt/`` and logged, so the caller can
         fetch a good copy from a peer and :meth:`put` it.
         """
+        try:
+            return self.load(address)
+        except AddressMismatchError:
+            return None
+
+    def load(self, address: Buffer) -> bytes | None:
+        """Like :meth:`get`, but a corrupt blob raises :class:`AddressMismatchError`.
+
+        The corrupt file is quarantined first, exactly as :meth:`get` does; the
+        exception tells the caller that a copy existed and failed its check.
+        """
         address = _check_id(address)
         _, path = self._locate(address)
         try:
@@ -366,7 +377,7 @@ class BlobStore:
         if _native.hash(data) == address:
             return data
         self._quarantine_if_unchanged(address, path, (stat.st_dev, stat.st_ino))
-        return None
+        raise AddressMismatchError(f"the stored copy of blob {address.hex()} is corrupt")
 
     def _quarantine_if_unchanged(
         self, address: bytes, path: str, identity: tuple[int, int]

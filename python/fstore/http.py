@@ -1,0 +1,599 @@
+"""The node's local HTTP API (docs/API.md): files, capabilities, peers, status, metrics.
+
+Bodies are streamed both ways: an upload goes into :meth:`Node.store` piece by
+piece as it arrives, and a download is written chunk by chunk as the node
+opens them, so no file is ever held whole. A ``Range`` request is answered
+from only the chunks that overlap it (:meth:`Node.read_range`).
+
+A download's status line and headers are sent once its first chunk has been
+fetched and verified, so a missing or corrupt first chunk is a proper error
+response. A failure after that can no longer change the status: the node closes
+the connection early, and the client sees fewer bytes than ``Content-Length``.
+For the same reason the last chunk of a whole file is sent only after the
+whole file's BLAKE3 has been checked.
+
+Errors are JSON, ``{"error": {"code", "message"}}``, made in one middleware
+from the :mod:`fstore.errors` hierarchy; another middleware times every
+request for ``fstore_http_request_duration_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, Self
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+from fstore import __version__
+from fstore.capability import Capability
+from fstore.errors import (
+    DiskFullError,
+    FileTooLargeError,
+    FstoreError,
+    InsufficientReplicasError,
+    IntegrityError,
+    InvalidArgumentError,
+    InvalidCapabilityError,
+    NotFoundError,
+)
+from fstore.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from fstore.metrics import NodeMetrics
+from fstore.node import PIECE_SIZE, FileEntry, Node
+
+__all__ = ["ApiError", "HttpServer", "create_app", "format_hostport", "parse_range"]
+
+log = logging.getLogger("fstore.http")
+
+FILE_ROUTE = "/v1/files/{name}"
+CAP_ROUTE = "/v1/caps/{capability}"
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+SHUTDOWN_TIMEOUT = 5.0  # seconds a stopping node lets requests in flight finish
+
+# The fstore errors a request can fail with, most specific first.
+_STATUSES: tuple[tuple[type[FstoreError], int, str], ...] = (
+    (InvalidArgumentError, 400, "bad_request"),
+    (InvalidCapabilityError, 400, "bad_request"),
+    (NotFoundError, 404, "not_found"),
+    (FileTooLargeError, 413, "too_large"),
+    (IntegrityError, 422, "integrity"),
+    (InsufficientReplicasError, 503, "insufficient_replicas"),
+    (DiskFullError, 507, "disk_full"),
+)
+# aiohttp's own answers: an unknown path, a method a path does not take.
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
+
+class ApiError(Exception):
+    """An error response decided by the HTTP layer itself (a bad header, a bad range)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = dict(headers or {})
+
+
+class RangeNotSatisfiable(ApiError):
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            416,
+            "range_not_satisfiable",
+            f"the range is outside the file of {size} bytes",
+            {hdrs.CONTENT_RANGE: f"bytes */{size}"},
+        )
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+def format_hostport(host: str, port: int) -> str:
+    """``HOST:PORT``, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_range(header: str, size: int) -> tuple[int, int]:
+    """One ``bytes=a-b``, ``bytes=a-`` or ``bytes=-n`` range as ``(start, end)``, end exclusive.
+
+    A range reaching past the end is cut to the file; one that starts at or
+    after the end, or a zero-length suffix, raises :class:`RangeNotSatisfiable`;
+    anything else that is not one byte range raises a ``bad_request`` ApiError.
+    """
+    unit, _, spec = header.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip().lower() != "bytes" or not dash or not (first or last):
+        raise bad_request(f"not one byte range: {header!r}")
+    if not first:
+        suffix = _number(last, header)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(size)
+        return max(0, size - suffix), size
+    start = _number(first, header)
+    end = _number(last, header) + 1 if last else size
+    if last and end <= start:
+        raise bad_request(f"a range cannot end before it starts: {header!r}")
+    if start >= size:
+        raise RangeNotSatisfiable(size)
+    return start, min(end, size)
+
+
+def _number(text: str, header: str) -> int:
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise bad_request(f"not one byte range: {header!r}")
+    return int(text)
+
+
+def _etag_listed(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (or is ``*``)."""
+    if header is None:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def _entry_json(entry: FileEntry) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "size": entry.size,
+        "blake3": entry.blake3.hex(),
+        "stored_at": entry.stored_at,
+        "capability": entry.capability,
+    }
+
+
+def _route_of(request: web.Request) -> str:
+    """The route's template (``/v1/files/{name}``), never the raw URL: bounded label values."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+# --- middlewares ---------------------------------------------------------------------------
+
+
+def _error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    body = {"error": {"code": code, "message": message}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _status_of(error: FstoreError) -> tuple[int, str]:
+    for kind, status, code in _STATUSES:
+        if isinstance(error, kind):
+            return status, code
+    return 500, "internal"
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure as ``{"error": {"code", "message"}}`` with the status of docs/API.md."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return _error_response(e.status, e.code, str(e), e.headers)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = _HTTP_CODES.get(e.status, "internal")
+        allow = {"Allow": e.headers[hdrs.ALLOW]} if hdrs.ALLOW in e.headers else None
+        return _error_response(e.status, code, e.reason, allow)
+    except FstoreError as e:
+        status, code = _status_of(e)
+        if status == 500:
+            log.exception("%s %s failed", request.method, request.path)
+        return _error_response(status, code, str(e))
+    except ConnectionError as e:  # the client went away, an upload cut short
+        log.info("%s %s: the connection was lost: %s", request.method, request.path, e)
+        return _error_response(400, "bad_request", f"the connection was lost: {e}")
+    except Exception as e:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error_response(500, "internal", f"{type(e).__name__} (see the node's log)")
+
+
+def _timing(metrics: NodeMetrics) -> Middleware:
+    @web.middleware
+    async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.http_request(request.method, _route_of(request), status, elapsed)
+
+    return timing
+
+
+# --- streaming -----------------------------------------------------------------------------
+
+
+async def _body_pieces(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives, gathered into pieces of about PIECE_SIZE."""
+    parts: list[bytes] = []
+    size = 0
+    async for data in request.content.iter_any():
+        parts.append(data)
+        size += len(data)
+        if size >= PIECE_SIZE:
+            yield b"".join(parts)
+            parts.clear()
+            size = 0
+    if parts:
+        yield b"".join(parts)
+
+
+async def _send_pieces(
+    request: web.Request, response: web.StreamResponse, pieces: AsyncGenerator[bytes, None]
+) -> web.StreamResponse:
+    """Send the headers once the first piece is ready, then every piece.
+
+    Each piece is written only once the next one is ready (or the stream has
+    ended without an error), so the last piece of a whole file waits for its
+    BLAKE3 check.
+    """
+    async with contextlib.aclosing(pieces):
+        pending = await anext(pieces, None)  # a failure here is still an error response
+        await response.prepare(request)
+        try:
+            while pending is not None:
+                following = await anext(pieces, None)
+                await response.write(pending)
+                pending = following
+        except ConnectionError as e:
+            log.debug("%s %s: the client went away: %s", request.method, request.path, e)
+        except Exception as e:
+            log.warning(
+                "%s %s failed after its headers were sent; closing the connection: %s",
+                request.method,
+                request.path,
+                e,
+                exc_info=not isinstance(e, FstoreError),
+            )
+            response.force_close()
+    return response
+
+
+# --- the handlers --------------------------------------------------------------------------
+
+
+class _Api:
+    """The request handlers of one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def put_file(self, request: web.Request) -> web.Response:
+        chunked = "chunked" in request.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
+        if request.content_length is None and not chunked:
+            raise ApiError(411, "length_required", "send Content-Length or a chunked body")
+        result = await self.node.store(request.match_info["name"], _body_pieces(request))
+        entry = FileEntry(
+            result.name, result.size, result.blake3, result.stored_at, result.capability
+        )
+        headers = {hdrs.LOCATION: request.raw_path}
+        return web.json_response(_entry_json(entry), status=201, headers=headers)
+
+    async def get_file(self, request: web.Request) -> web.StreamResponse:
+        return await self._send_file(request, request.match_info["name"])
+
+    async def get_capability(self, request: web.Request) -> web.StreamResponse:
+        text = request.match_info["capability"]
+        Capability.parse(text)  # anything else is a 400, never read as a name
+        return await self._send_file(request, text)
+
+    async def _send_file(self, request: web.Request, target: str) -> web.StreamResponse:
+        """GET and HEAD of a file: whole, one range, or 304 Not Modified."""
+        _, manifest = await self.node.manifest(target)
+        etag = f'"{manifest.blake3.hex()}"'
+        headers = {hdrs.ETAG: etag, hdrs.ACCEPT_RANGES: "bytes"}
+        if _etag_listed(request.headers.get(hdrs.IF_NONE_MATCH), etag):
+            return web.Response(status=304, headers=headers)
+        start, end = 0, manifest.size
+        status = 200
+        header = request.headers.get(hdrs.RANGE)
+        # If-Range naming another version of the file asks for the whole of this one.
+        if header is not None and request.headers.get(hdrs.IF_RANGE, etag) == etag:
+            start, end = parse_range(header, manifest.size)
+            status = 206
+            headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{manifest.size}"
+        headers[hdrs.CONTENT_TYPE] = "application/octet-stream"
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = end - start
+        if request.method == hdrs.METH_HEAD:
+            await response.prepare(request)
+            return response
+        return await _send_pieces(request, response, self.node.read_range(manifest, start, end))
+
+    async def delete_file(self, request: web.Request) -> web.Response:
+        await self.node.delete(request.match_info["name"])
+        return web.Response(status=204)
+
+    async def list_files(self, request: web.Request) -> web.Response:
+        entries = await self.node.list()
+        return web.json_response({"files": [_entry_json(e) for e in entries]})
+
+    async def peers(self, request: web.Request) -> web.Response:
+        peers = [
+            {"node_id": p.node_id.hex(), "addr": p.addr, "outbound": p.outbound}
+            for p in self.node.peers()
+        ]
+        return web.json_response({"peers": peers})
+
+    async def status(self, request: web.Request) -> web.Response:
+        stats = await self.node.stats()
+        local = request.transport.get_extra_info("sockname") if request.transport else None
+        return web.json_response(
+            {
+                "node_id": self.node.node_id.hex(),
+                "address": self.node.address,
+                "http": format_hostport(local[0], local[1]) if local else None,
+                "replicas": self.node.replicas,
+                "peers": stats.peers,
+                "blobs": stats.blobs,
+                "blob_bytes": stats.blob_bytes,
+                "version": __version__,
+            }
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        stats = await self.node.stats()
+        body = await asyncio.to_thread(self.node.metrics.exposition, stats)
+        return web.Response(body=body, headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
+
+def create_app(node: Node) -> web.Application:
+    """The aiohttp application serving ``node``'s API (docs/API.md)."""
+    api = _Api(node)
+    app = web.Application(middlewares=[_timing(node.metrics), _errors])
+    app.router.add_put(FILE_ROUTE, api.put_file)
+    app.router.add_get(FILE_ROUTE, api.get_file)  # and HEAD
+    app.router.add_delete(FILE_ROUTE, api.delete_file)
+    app.router.add_get("/v1/files", api.list_files)
+    app.router.add_get(CAP_ROUTE, api.get_capability)
+    app.router.add_get("/v1/peers", api.peers)
+    app.router.add_get("/v1/status", api.status)
+    app.router.add_get("/v1/openapi.json", api.openapi)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/metrics", api.metrics)
+    return app
+
+
+class HttpServer:
+    """The API of one node, listening: ``async with HttpServer(node, host, port) as server``."""
+
+    def __init__(self, node: Node, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._runner = web.AppRunner(
+            create_app(node),
+            handle_signals=False,
+            access_log_format=ACCESS_LOG_FORMAT,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+        self._host = host
+        self._port = port
+        self.address = ""
+
+    async def start(self) -> str:
+        """Listen; the address listened on (``HOST:PORT``, the port chosen if 0 was asked)."""
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        host, port = self._runner.addresses[0][:2]
+        self.address = format_hostport(host, port)
+        log.info("http on %s", self.address)
+        return self.address
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+# --- OpenAPI --------------------------------------------------------------------------------
+
+
+def _json_ref(name: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+
+def _errors_of(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"description": "an error", **_json_ref("Error")} for s in (*statuses, 500)}
+
+
+def _json_answer(status: int, description: str, schema: str) -> dict[str, Any]:
+    return {str(status): {"description": description, **_json_ref(schema)}}
+
+
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "the file's name, URL-encoded (UTF-8, 1 to 4096 bytes; / as %2F)",
+    "schema": {"type": "string"},
+}
+_CAPABILITY = {
+    "name": "capability",
+    "in": "path",
+    "required": True,
+    "description": "a capability, fs1:…",
+    "schema": {"type": "string"},
+}
+_RANGE = {
+    "name": "Range",
+    "in": "header",
+    "required": False,
+    "description": "one range: bytes=A-B, bytes=A- or bytes=-N",
+    "schema": {"type": "string"},
+}
+_BYTES = {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
+_FILE_HEADERS = {
+    "ETag": {"description": '"<BLAKE3 hex>" of the whole file', "schema": {"type": "string"}},
+    "Accept-Ranges": {"schema": {"type": "string", "const": "bytes"}},
+    "Content-Length": {"schema": {"type": "integer"}},
+}
+_DOWNLOAD = {
+    "parameters": [_RANGE],
+    "responses": {
+        "200": {"description": "the file's bytes", "headers": _FILE_HEADERS, **_BYTES},
+        "206": {"description": "the bytes of the range", "headers": _FILE_HEADERS, **_BYTES},
+        "304": {"description": "If-None-Match named the ETag"},
+        **_errors_of(400, 404, 416, 422),
+    },
+}
+_INT = {"type": "integer"}
+_STR = {"type": "string"}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "fstore node",
+        "version": __version__,
+        "description": "The local HTTP API of one fstore node (docs/API.md).",
+    },
+    "paths": {
+        "/v1/files/{name}": {
+            "parameters": [_NAME],
+            "put": {
+                "summary": "store the request body under the name (streamed)",
+                "requestBody": {"required": True, **_BYTES},
+                "responses": {
+                    **_json_answer(201, "stored", "FileEntry"),
+                    **_errors_of(400, 411, 413, 503, 507),
+                },
+            },
+            "get": {"summary": "the file's bytes, streamed", **_DOWNLOAD},
+            "head": {"summary": "the headers of the GET", **_DOWNLOAD},
+            "delete": {
+                "summary": "delete the name",
+                "responses": {"204": {"description": "deleted"}, **_errors_of(404, 503)},
+            },
+        },
+        "/v1/files": {
+            "get": {
+                "summary": "every name of the node's namespace",
+                "responses": _json_answer(200, "the files", "FileList"),
+            }
+        },
+        "/v1/caps/{capability}": {
+            "parameters": [_CAPABILITY],
+            "get": {"summary": "the bytes of the file a capability names", **_DOWNLOAD},
+        },
+        "/v1/peers": {
+            "get": {
+                "summary": "the linked peers",
+                "responses": _json_answer(200, "the peers", "PeerList"),
+            }
+        },
+        "/v1/status": {
+            "get": {"summary": "the node", "responses": _json_answer(200, "the node", "Status")}
+        },
+        "/v1/openapi.json": {
+            "get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI"}}}
+        },
+        "/healthz": {
+            "get": {"summary": "liveness", "responses": {"200": {"description": '{"ok": true}'}}}
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "text format",
+                        "content": {"text/plain": {"schema": _STR}},
+                    }
+                },
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "FileEntry": {
+                "type": "object",
+                "required": ["name", "size", "blake3", "stored_at", "capability"],
+                "properties": {
+                    "name": _STR,
+                    "size": _INT,
+                    "blake3": {"type": "string", "description": "hex"},
+                    "stored_at": {"type": "number", "description": "Unix seconds"},
+                    "capability": {"type": "string", "description": "fs1:…"},
+                },
+            },
+            "FileList": {
+                "type": "object",
+                "properties": {
+                    "files": {"type": "array", "items": {"$ref": "#/components/schemas/FileEntry"}}
+                },
+            },
+            "PeerList": {
+                "type": "object",
+                "properties": {
+                    "peers": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "node_id": _STR,
+                                "addr": {"type": ["string", "null"]},
+                                "outbound": {"type": "boolean"},
+                            },
+                        },
+                    }
+                },
+            },
+            "Status": {
+                "type": "object",
+                "properties": {
+                    "node_id": _STR,
+                    "address": _STR,
+                    "http": _STR,
+                    "replicas": _INT,
+                    "peers": _INT,
+                    "blobs": _INT,
+                    "blob_bytes": _INT,
+                    "version": _STR,
+                },
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {"code": _STR, "message": _STR},
+                    }
+                },
+            },
+        }
+    },
+}

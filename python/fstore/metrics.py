@@ -1,0 +1,103 @@
+"""The Prometheus metrics of one node (docs/API.md, "Metrics").
+
+Every :class:`NodeMetrics` has a ``CollectorRegistry`` of its own, never the
+global one, so several nodes in one process (the tests, ``fstore demo``) keep
+separate counts. The node counts bytes and failures as they happen; the gauges
+(blobs held, peers linked) are read from the node when ``/metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE", "NodeMetrics", "NodeStats"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""The ``Content-Type`` of :meth:`NodeMetrics.exposition` (Prometheus text format)."""
+
+# Seconds: from a health check (a millisecond) to a multi-gigabyte transfer.
+HTTP_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 120.0, 600.0)
+
+VerificationSource = Literal["peer", "disk"]
+
+
+@dataclass(frozen=True)
+class NodeStats:
+    """What a node holds and who it is linked with, at one moment."""
+
+    blobs: int
+    blob_bytes: int
+    peers: int
+
+
+class NodeMetrics:
+    """The counters, gauges and histogram of one node, in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.stored_bytes = self._counter(
+            "fstore_stored_bytes", "Plaintext bytes stored by this node's user."
+        )
+        self.served_bytes = self._counter(
+            "fstore_served_bytes", "Plaintext bytes returned by gets (whole files and ranges)."
+        )
+        self.blob_bytes_received = self._counter(
+            "fstore_blob_bytes_received", "Blob bytes received from peers."
+        )
+        self.blob_bytes_sent = self._counter("fstore_blob_bytes_sent", "Blob bytes sent to peers.")
+        self.replication_failures = self._counter(
+            "fstore_replication_failures", "Targets that failed to acknowledge a copy."
+        )
+        self.verification_failures = Counter(
+            "fstore_verification_failures",
+            "Copies of blobs that did not match their address, by where they came from.",
+            ["source"],
+            registry=self.registry,
+        )
+        for source in ("peer", "disk"):
+            self.verification_failures.labels(source)  # exported at 0 from the start
+        self.http_request_duration = Histogram(
+            "fstore_http_request_duration_seconds",
+            "HTTP API requests, until the last byte of the response was handed on.",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
+        self._blobs = self._gauge("fstore_blobs", "Blobs held on this node's disk.")
+        self._blob_bytes = self._gauge("fstore_blob_bytes", "Bytes of the blobs held.")
+        self._peers = self._gauge("fstore_peers_connected", "Peers linked right now.")
+
+    def _counter(self, name: str, documentation: str) -> Counter:
+        return Counter(name, documentation, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str) -> Gauge:
+        return Gauge(name, documentation, registry=self.registry)
+
+    def verification_failed(self, source: VerificationSource) -> None:
+        self.verification_failures.labels(source).inc()
+
+    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_request_duration.labels(method, route, str(status)).observe(seconds)
+
+    def exposition(self, stats: NodeStats) -> bytes:
+        """Every metric in the Prometheus text format, the gauges set from ``stats``."""
+        self._blobs.set(stats.blobs)
+        self._blob_bytes.set(stats.blob_bytes)
+        self._peers.set(stats.peers)
+        return generate_latest(self.registry)

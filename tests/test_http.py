@@ -1,0 +1,688 @@
+"""The HTTP API of a node (docs/API.md): real nodes, real sockets, real HTTP.
+
+Most tests run ``Node``s and their ``HttpServer`` inside the test's own event loop
+and talk to them with aiohttp's client over loopback; the tests of the large
+streamed file, of the default address and of ``curl`` run real ``fstore-node``
+processes started with ``--http`` (``netutil.Cluster.holder``). Nothing sleeps to
+synchronise: every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import blake3
+import pytest
+import uvloop
+from netutil import (
+    Cluster,
+    MiB,
+    blake3_file,
+    fstore_node_command,
+    wait_until,
+    write_random_file,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from fstore import __version__
+from fstore.cli import HTTP_ADDR_FILE, default_http
+from fstore.http import HttpServer, create_app, parse_range
+from fstore.node import Node
+
+T = TypeVar("T")
+
+TEST_DEADLINE = 60.0
+LINK_TIMEOUT = 20.0
+FILE_ROUTE = "/v1/files/{name}"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+# --- in-process nodes -----------------------------------------------------------------------
+
+
+def run(scenario: Coroutine[Any, Any, T]) -> T:
+    """Run one test's scenario in a fresh uvloop event loop, with a deadline."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(TEST_DEADLINE):
+            return await scenario
+
+    return uvloop.run(bounded())
+
+
+@dataclass
+class Served:
+    """A node in this process, and its HTTP API."""
+
+    node: Node
+    base: str
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def file_url(self, name: str) -> str:
+        return self.url("/v1/files/" + quote(name, safe=""))
+
+
+@contextlib.asynccontextmanager
+async def network(
+    root: Path, count: int, *, replicas: int = 2, peers: tuple[str, ...] = ()
+) -> AsyncIterator[list[Served]]:
+    """``count`` nodes sharing one namespace, linked, each serving HTTP on an ephemeral port."""
+    root.mkdir(parents=True, exist_ok=True)
+    namespace = root / "namespace.key"
+    namespace.write_bytes(os.urandom(32))
+    served: list[Served] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for i in range(count):
+            node = Node(
+                root / f"node{i}",
+                peers=[*peers, *(s.node.address for s in served[:1])],
+                replicas=replicas,
+                durable=False,
+                namespace_file=namespace,
+            )
+            await stack.enter_async_context(node)
+            server = await stack.enter_async_context(HttpServer(node))
+            served.append(Served(node, f"http://{server.address}"))
+        for s in served:
+            await s.node.wait_for_peers(count - 1 + len(peers), LINK_TIMEOUT)
+        yield served
+
+
+async def assert_error(response: aiohttp.ClientResponse, status: int, code: str) -> str:
+    """The response is the JSON error of docs/API.md with this status and code; its message."""
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    error = (await response.json())["error"]
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"]
+    return str(error["message"])
+
+
+def digest_of(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def blob_files(data_dir: Path) -> list[Path]:
+    return [p for p in (data_dir / "blobs").glob("??/??/*") if p.is_file()]
+
+
+def samples_of(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def request_count(samples: Samples, method: str, route: str, status: str) -> float:
+    """How many requests the duration histogram counted with these labels."""
+    return sample(
+        samples,
+        "fstore_http_request_duration_seconds_count",
+        method=method,
+        route=route,
+        status=status,
+    )
+
+
+async def scrape(http: aiohttp.ClientSession, served: Served) -> Samples:
+    async with http.get(served.url("/metrics")) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return samples_of(await response.text())
+
+
+# --- files: the whole life of one --------------------------------------------------------------
+
+
+def test_put_get_head_list_caps_delete(tmp_path: Path, rng: random.Random) -> None:
+    """Stored through A under a name with a slash; read through B by name and capability,
+    with the ETag, length and range headers; HEAD, 304, list, peers, status, healthz,
+    OpenAPI; deleted through B, then 404 everywhere; an empty file too."""
+    data = rng.randbytes(3 * MiB + 12345)
+    name = "photos/picture 1.png"
+
+    async def scenario() -> None:
+        async with network(tmp_path, 2) as (a, b), aiohttp.ClientSession() as http:
+            before = time.time()
+            async with http.put(a.file_url(name), data=data) as response:
+                assert response.status == 201, await response.text()
+                entry = await response.json()
+                assert response.headers["Location"] == "/v1/files/photos%2Fpicture%201.png"
+            assert (entry["name"], entry["size"], entry["blake3"]) == (
+                name,
+                len(data),
+                digest_of(data),
+            )
+            assert entry["capability"].startswith("fs1:")
+            assert before <= entry["stored_at"] <= time.time()
+            etag = f'"{entry["blake3"]}"'
+
+            async with http.get(b.file_url(name)) as response:
+                assert response.status == 200
+                assert await response.read() == data
+                assert response.headers["ETag"] == etag
+                assert response.headers["Content-Length"] == str(len(data))
+                assert response.headers["Accept-Ranges"] == "bytes"
+            async with http.head(a.file_url(name)) as response:
+                assert response.status == 200
+                assert response.headers["ETag"] == etag
+                assert response.headers["Content-Length"] == str(len(data))
+                assert await response.read() == b""
+            async with http.get(a.file_url(name), headers={"If-None-Match": etag}) as response:
+                assert response.status == 304
+                assert await response.read() == b""
+            async with http.get(b.url("/v1/caps/" + entry["capability"])) as response:
+                assert response.status == 200
+                assert response.headers["ETag"] == etag
+                assert await response.read() == data
+
+            async with http.get(b.url("/v1/files")) as response:
+                assert await response.json() == {"files": [entry]}
+            async with http.get(a.url("/v1/peers")) as response:
+                (peer,) = (await response.json())["peers"]
+                assert peer["node_id"] == b.node.node_id.hex()
+                assert isinstance(peer["outbound"], bool)
+            async with http.get(a.url("/v1/status")) as response:
+                status = await response.json()
+            blobs = blob_files(a.node.data_dir)
+            assert status == {
+                "node_id": a.node.node_id.hex(),
+                "address": a.node.address,
+                "http": a.base.removeprefix("http://"),
+                "replicas": 2,
+                "peers": 1,
+                "blobs": len(blobs),
+                "blob_bytes": sum(p.stat().st_size for p in blobs),
+                "version": __version__,
+            }
+            async with http.get(a.url("/healthz")) as response:
+                assert await response.json() == {"ok": True}
+
+            async with http.delete(b.file_url(name)) as response:
+                assert response.status == 204
+            async with http.get(a.file_url(name)) as response:
+                await assert_error(response, 404, "not_found")
+            async with http.delete(a.file_url(name)) as response:
+                await assert_error(response, 404, "not_found")
+            async with http.get(a.url("/v1/files")) as response:
+                assert await response.json() == {"files": []}
+
+            async with http.put(a.file_url("empty"), data=b"") as response:
+                assert response.status == 201
+                assert (await response.json())["blake3"] == digest_of(b"")
+            async with http.get(b.file_url("empty")) as response:
+                assert await response.read() == b""
+                assert response.headers["ETag"] == f'"{digest_of(b"")}"'
+
+    run(scenario())
+
+
+def test_openapi_describes_every_route(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with network(tmp_path, 1) as (a,), aiohttp.ClientSession() as http:
+            async with http.get(a.url("/v1/openapi.json")) as response:
+                document = await response.json()
+            assert document["openapi"].startswith("3.1")
+            routes = {
+                (r.resource.canonical, r.method.lower())
+                for r in create_app(a.node).router.routes()
+                if r.resource is not None and r.method != "HEAD"  # aiohttp adds HEAD to GETs
+            }
+            described = {
+                (path, method)
+                for path, item in document["paths"].items()
+                for method in item
+                if method not in ("parameters", "head")
+            }
+            assert routes == described
+            assert "head" in document["paths"]["/v1/files/{name}"]
+
+    run(scenario())
+
+
+# --- ranges --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "expected"),
+    [
+        ("bytes=0-0", 10, (0, 1)),
+        ("bytes=2-5", 10, (2, 6)),
+        ("bytes=2-", 10, (2, 10)),
+        ("bytes=-3", 10, (7, 10)),
+        ("bytes=-30", 10, (0, 10)),
+        ("bytes=5-99", 10, (5, 10)),
+        (" Bytes = 1 - 2 ", 10, (1, 3)),
+    ],
+)
+def test_parse_range(header: str, size: int, expected: tuple[int, int]) -> None:
+    assert parse_range(header, size) == expected
+
+
+def test_ranges_are_exact_and_read_only_the_chunks_they_cover(
+    tmp_path: Path, rng: random.Random
+) -> None:
+    """Ranges inside one chunk, across chunk boundaries, suffix and open-ended equal the
+    original's bytes. With the last chunk's blob gone, a range of the first chunk still
+    reads (only the covering chunks are fetched), a range of the last chunk is a 404, and a
+    whole-file GET ends early (the failure comes after its headers). Then 416 and 400s."""
+    data = rng.randbytes(6 * MiB + 777)
+    size = len(data)
+
+    async def scenario() -> None:
+        async with network(tmp_path, 1, replicas=1) as (a,), aiohttp.ClientSession() as http:
+            url = a.file_url("f")
+            async with http.put(url, data=data) as response:
+                assert response.status == 201
+            _, manifest = await a.node.manifest("f")
+            bounds = [0]
+            for ref in manifest.chunks:
+                bounds.append(bounds[-1] + ref.length)
+            assert len(manifest.chunks) >= 4
+            first_end, second_end = bounds[1], bounds[2]
+
+            async def expect_range(header: str, start: int, end: int) -> None:
+                async with http.get(url, headers={"Range": header}) as response:
+                    assert response.status == 206, (header, await response.text())
+                    assert response.headers["Content-Range"] == f"bytes {start}-{end - 1}/{size}"
+                    assert response.headers["Content-Length"] == str(end - start)
+                    assert await response.read() == data[start:end], header
+
+            cases = [
+                (f"bytes=10-{first_end - 10}", 10, first_end - 9),  # inside one chunk
+                (f"bytes={first_end - 5}-{first_end + 4}", first_end - 5, first_end + 5),
+                (f"bytes=100-{second_end + 99}", 100, second_end + 100),  # three chunks
+                (f"bytes={first_end}-{second_end - 1}", first_end, second_end),  # one exactly
+                ("bytes=-1000", size - 1000, size),
+                (f"bytes=-{size + 10}", 0, size),
+                (f"bytes={size - 7}-", size - 7, size),
+                (f"bytes={size - 1}-{size - 1}", size - 1, size),
+                (f"bytes=5-{size + 100}", 5, size),
+            ]
+            for header, start, end in cases:
+                await expect_range(header, start, end)
+            async with http.get(url, headers={"Range": "bytes=0-9", "If-Range": '"x"'}) as r:
+                assert r.status == 200 and await r.read() == data  # If-Range names another
+
+            assert a.node.blobs.delete(manifest.chunks[-1].address)
+            await expect_range("bytes=0-99", 0, 100)
+            async with http.get(url, headers={"Range": f"bytes={size - 10}-"}) as response:
+                await assert_error(response, 404, "not_found")
+            async with http.get(url) as response:
+                assert response.status == 200  # sent before the last chunk was missed
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await response.read()
+
+            for header in (f"bytes={size}-", f"bytes={size + 5}-{size + 9}", "bytes=-0"):
+                async with http.get(url, headers={"Range": header}) as response:
+                    await assert_error(response, 416, "range_not_satisfiable")
+                    assert response.headers["Content-Range"] == f"bytes */{size}"
+            for header in ("bytes=5-2", "items=0-1", "bytes=0-1,3-4", "bytes=x-", "bytes=-"):
+                async with http.get(url, headers={"Range": header}) as response:
+                    await assert_error(response, 400, "bad_request")
+
+    run(scenario())
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+async def raw_request(address: str, request: str, *, hang_up: bool = False) -> bytes:
+    """Send ``request`` as is; everything the server answers (nothing if ``hang_up``)."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request.encode())
+        await writer.drain()
+        return b"" if hang_up else await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def test_request_errors(tmp_path: Path) -> None:
+    """400 (capabilities, a name too long), 404 (names, paths), 405 and 411, all JSON; an
+    upload cut short stores nothing."""
+
+    async def scenario() -> None:
+        async with network(tmp_path, 1) as (a,), aiohttp.ClientSession() as http:
+            for cap in ("not-a-capability", "fs1:abc", "fs1:" + "a" * 85):
+                async with http.get(a.url("/v1/caps/" + cap)) as response:
+                    await assert_error(response, 400, "bad_request")
+            async with http.put(a.file_url("n" * 4097), data=b"x") as response:
+                await assert_error(response, 400, "bad_request")
+            for method in ("GET", "DELETE"):
+                async with http.request(method, a.file_url("missing")) as response:
+                    await assert_error(response, 404, "not_found")
+            async with http.head(a.file_url("missing")) as response:
+                assert response.status == 404
+            async with http.get(a.url("/v2/nothing")) as response:
+                await assert_error(response, 404, "not_found")
+            async with http.post(a.url("/v1/files")) as response:
+                await assert_error(response, 405, "method_not_allowed")
+                assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD"}
+
+            address = a.base.removeprefix("http://")
+            answer = await raw_request(
+                address, "PUT /v1/files/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert answer.startswith(b"HTTP/1.1 411 "), answer
+            assert b'"code": "length_required"' in answer
+
+            cut = "PUT /v1/files/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\n"
+            await raw_request(address, cut + "x" * 100_000, hang_up=True)
+            async with http.get(a.file_url("cut")) as response:
+                await assert_error(response, 404, "not_found")
+
+    run(scenario())
+
+
+def flip_byte(path: Path) -> None:
+    """Damage a blob file in place, as a disk error would."""
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_every_copy_corrupt_is_422(tmp_path: Path, rng: random.Random) -> None:
+    """Both nodes hold every blob; the first chunk is damaged on both disks. A GET is a 422
+    (before any byte is sent), each node counts one disk verification failure, and a range
+    of an intact chunk still reads."""
+    data = rng.randbytes(3 * MiB)
+
+    async def scenario() -> None:
+        async with network(tmp_path, 2) as (a, b), aiohttp.ClientSession() as http:
+            async with http.put(a.file_url("f"), data=data) as response:
+                assert response.status == 201
+            _, manifest = await a.node.manifest("f")
+            first, second = manifest.chunks[0], manifest.chunks[1]
+            for node in (a.node, b.node):
+                (path,) = [p for p in blob_files(node.data_dir) if p.name == first.address.hex()]
+                flip_byte(path)
+
+            async with http.get(a.file_url("f")) as response:
+                message = await assert_error(response, 422, "integrity")
+            assert first.address.hex() in message
+            start, end = first.length, first.length + second.length
+            headers = {"Range": f"bytes={start}-{end - 1}"}
+            async with http.get(a.file_url("f"), headers=headers) as response:
+                assert response.status == 206 and await response.read() == data[start:end]
+            for served in (a, b):
+                samples = await scrape(http, served)
+                assert sample(samples, "fstore_verification_failures_total", source="disk") == 1
+                assert sample(samples, "fstore_verification_failures_total", source="peer") == 0
+
+    run(scenario())
+
+
+def test_peer_that_cannot_write_is_503(
+    cluster: Cluster, tmp_path: Path, rng: random.Random
+) -> None:
+    """A node (R=2) whose only peer is live but cannot write a chunk (its file size limit is
+    below every chunk's size) cannot get two copies: 503, a replication failure counted,
+    and the name was not stored."""
+    peer = cluster.holder("peer", durable=False)
+    limit = 128 * 1024  # chunks are at least 256 KiB, except a file's last one
+    resource.prlimit(peer.pid, resource.RLIMIT_FSIZE, (limit, limit))
+
+    async def scenario() -> None:
+        async with (
+            network(tmp_path / "here", 1, peers=(peer.address,)) as (a,),
+            aiohttp.ClientSession() as http,
+        ):
+            async with http.put(a.file_url("f"), data=rng.randbytes(2 * MiB)) as response:
+                await assert_error(response, 503, "insufficient_replicas")
+            async with http.get(a.file_url("f")) as response:
+                await assert_error(response, 404, "not_found")
+            samples = await scrape(http, a)
+            assert sample(samples, "fstore_replication_failures_total") >= 1
+            assert sample(samples, "fstore_stored_bytes_total") == 0
+
+    run(scenario())
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[None]:
+    """A tmpfs of ``size`` mounted on ``path`` (skips the test if mounting is not allowed)."""
+    path.mkdir()
+    mount, umount = shutil.which("mount"), shutil.which("umount")
+    if mount is None or umount is None:
+        pytest.skip("no mount command to make a small file system to fill")
+    result = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {result.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run([umount, str(path)], check=True)
+
+
+def test_full_disk_is_507(tmp_path: Path, rng: random.Random) -> None:
+    """A lone node whose data directory is on a 1 MiB tmpfs cannot store 8 MiB: 507."""
+    small = tmp_path / "small"
+    with tmpfs(small, "1m"):
+
+        async def scenario() -> None:
+            async with network(small, 1, replicas=1) as (a,), aiohttp.ClientSession() as http:
+                async with http.put(a.file_url("f"), data=rng.randbytes(8 * MiB)) as response:
+                    await assert_error(response, 507, "disk_full")
+                async with http.get(a.url("/healthz")) as response:
+                    assert response.status == 200
+
+        run(scenario())
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def test_metrics_count_known_traffic(tmp_path: Path, rng: random.Random) -> None:
+    """After two stores, a get, a range and a miss through A (R=2, two nodes), A's and B's
+    counters say exactly that, in registries of their own."""
+    one, two = rng.randbytes(2 * MiB + 1), rng.randbytes(MiB + 2)
+
+    async def scenario() -> None:
+        async with network(tmp_path, 2) as (a, b), aiohttp.ClientSession() as http:
+            for name, data in (("one", one), ("two", two)):
+                async with http.put(a.file_url(name), data=data) as response:
+                    assert response.status == 201
+            async with http.get(a.file_url("one")) as response:
+                assert await response.read() == one
+            async with http.get(a.file_url("two"), headers={"Range": "bytes=10-1009"}) as r:
+                assert r.status == 206 and len(await r.read()) == 1000
+            async with http.get(a.file_url("three")) as response:
+                assert response.status == 404
+            mine, theirs = await scrape(http, a), await scrape(http, b)
+
+            held = sum(p.stat().st_size for p in blob_files(b.node.data_dir))
+            assert sample(mine, "fstore_stored_bytes_total") == len(one) + len(two)
+            assert sample(mine, "fstore_served_bytes_total") == len(one) + 1000
+            assert sample(mine, "fstore_blob_bytes_sent_total") == held
+            assert sample(theirs, "fstore_blob_bytes_received_total") == held
+            assert sample(theirs, "fstore_blob_bytes") == held
+            assert sample(mine, "fstore_blobs") == len(blob_files(a.node.data_dir))
+            assert sample(mine, "fstore_peers_connected") == 1
+            assert sample(mine, "fstore_replication_failures_total") == 0
+            assert sample(theirs, "fstore_stored_bytes_total") == 0
+            assert sample(theirs, "fstore_served_bytes_total") == 0
+
+            assert request_count(mine, "PUT", FILE_ROUTE, "201") == 2
+            assert request_count(mine, "GET", FILE_ROUTE, "200") == 1
+            assert request_count(mine, "GET", FILE_ROUTE, "206") == 1
+            assert request_count(mine, "GET", FILE_ROUTE, "404") == 1
+            assert any(name == "process_cpu_seconds_total" for name, _ in mine)
+            again = await scrape(http, a)  # the first scrape is counted once it has ended
+            assert request_count(again, "GET", "/metrics", "200") == 1
+
+    run(scenario())
+
+
+# --- real fstore-node processes -----------------------------------------------------------
+
+
+async def file_pieces(path: Path) -> AsyncIterator[bytes]:
+    with open(path, "rb") as f:
+        while piece := f.read(MiB):
+            yield piece
+
+
+def test_256_mib_streams_through_a_node_process(cluster: Cluster, tmp_path: Path) -> None:
+    """256 MiB up (chunked, never a Content-Length) and down through a real fstore-node, whose
+    peak RSS stays under 300 MB; its HTTP address is printed and in http.addr, which a
+    clean stop removes."""
+    node = cluster.holder("node", durable=False)
+    addr_file = node.data_dir / HTTP_ADDR_FILE
+    assert addr_file.read_text() == node.http_address + "\n"
+    size = 256 * MiB
+    source = tmp_path / "big.bin"
+    digest = write_random_file(source, size, b"through http")
+    url = f"http://{node.http_address}/v1/files/big.bin"
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
+            async with http.put(url, data=file_pieces(source)) as response:
+                assert response.status == 201, await response.text()
+                assert (await response.json())["blake3"] == digest
+            async with http.get(url) as response:
+                assert response.headers["ETag"] == f'"{digest}"'
+                assert response.headers["Content-Length"] == str(size)
+                hasher = blake3.blake3()
+                received = 0
+                async for piece in response.content.iter_chunked(MiB):
+                    hasher.update(piece)
+                    received += len(piece)
+            assert (received, hasher.hexdigest()) == (size, digest)
+
+    run(scenario())
+    peak = node.peak_rss()
+    print(f"fstore-node peak RSS after 256 MiB up and down over HTTP: {peak / 1e6:.0f} MB")
+    assert peak < 300 * 1000 * 1000
+    assert node.terminate(timeout=10) == 0
+    assert not addr_file.exists()
+
+
+def free_port_pair(offset: int) -> int:
+    """A loopback port P such that P and P + offset are both free right now."""
+
+    def candidate() -> int | None:
+        with contextlib.ExitStack() as stack:
+            first = stack.enter_context(socket.socket())
+            first.bind(("127.0.0.1", 0))
+            port: int = first.getsockname()[1]
+            if port + offset > 65535:
+                return None
+            second = stack.enter_context(socket.socket())
+            try:
+                second.bind(("127.0.0.1", port + offset))
+            except OSError:
+                return None
+            return port
+
+    return wait_until(candidate, 10, "a free pair of ports")
+
+
+@pytest.mark.parametrize(
+    ("port", "expected"),
+    [
+        (3000, "127.0.0.1:13000"),
+        (55535, "127.0.0.1:65535"),
+        (55536, "127.0.0.1:0"),
+        (0, "127.0.0.1:0"),
+    ],
+)
+def test_default_http_address(port: int, expected: str) -> None:
+    """Loopback, whatever the node's host; the node's port + 10000, else ephemeral."""
+    assert default_http(port) == expected
+
+
+def test_default_http_port_is_node_port_plus_10000(cluster: Cluster) -> None:
+    port = free_port_pair(10000)
+    node = cluster.holder("node", addr=f":{port}", http=None)
+    assert node.http_address == f"127.0.0.1:{port + 10000}"
+    assert (node.data_dir / HTTP_ADDR_FILE).read_text().strip() == node.http_address
+
+
+def test_http_port_in_use_is_one_line(cluster: Cluster, tmp_path: Path) -> None:
+    first = cluster.holder("first")
+    result = subprocess.run(
+        [
+            fstore_node_command(),
+            "--addr",
+            ":0",
+            "--http",
+            first.http_address,
+            "--data-dir",
+            str(tmp_path / "second"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("fstore-node:")]
+    assert f"cannot listen on {first.http_address} (HTTP): address in use" in line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="session")
+def curl() -> str:
+    """The ``curl`` command. Missing is a failure, never a skip: CI installs it."""
+    path = shutil.which("curl")
+    if path is None:
+        pytest.fail("`curl` is not installed: apt-get install -y curl (CI does)", pytrace=False)
+    return path
+
+
+def test_curl_put_and_get(cluster: Cluster, tmp_path: Path, curl: str) -> None:
+    """``curl -T`` stores a file (with a Content-Length), ``curl -o`` reads it back."""
+    node = cluster.holder("node", durable=False)
+    source = tmp_path / "picture_1.png"
+    digest = write_random_file(source, 5 * MiB + 3, b"curl")
+    url = f"http://{node.http_address}/v1/files/picture_1.png"
+
+    def curl_run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [curl, "--silent", "--show-error", "--fail", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
+    put = curl_run("-T", str(source), url)
+    assert f'"blake3": "{digest}"' in put.stdout
+    out = tmp_path / "copy.png"
+    curl_run("-o", str(out), url)
+    assert blake3_file(out) == digest
+    assert out.read_bytes() == source.read_bytes()
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(timeout=10) == 0
