@@ -1,43 +1,83 @@
-"""Session-wide inputs of the throughput benchmarks, the ``bench`` fixture and the GB/s summary."""
+"""Session-wide inputs of the throughput benchmarks, the ``bench`` fixture and the summaries.
+
+The network benchmarks start real node processes with the tests' harness, ``tests/netutil.py``;
+``tests`` is put on ``sys.path`` here so they can ``import netutil``, as the tests do.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import blake3
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from benches.measure import Bench, Measurement, summary_lines
+from benches.measure import (
+    Bench,
+    Measurement,
+    NetworkMeasurement,
+    network_summary_lines,
+    summary_lines,
+)
 from benches.workloads import PIECE, MiB, Stored, native_store
 from fstore import _native
 
 SIZE = 256 * MiB
 """The input size of every benchmark."""
 
+TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
 RESULTS = pytest.StashKey[list[Measurement]]()
+NETWORK_RESULTS = pytest.StashKey[list[NetworkMeasurement]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--network-sizes",
+        metavar="MIB[,MIB...]",
+        help="file sizes of the network benchmarks, in MiB (default: 256,1024 with "
+        "--benchmark-enable, 32 without: a smoke check)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS] = []
+    config.stash[NETWORK_RESULTS] = []
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
-    """After pytest-benchmark's own tables: GB/s (bytes / seconds / 1e9) and peak RSS growth."""
+    """After pytest-benchmark's own tables: GB/s and peak RSS growth; MB/s of the network runs."""
     results = config.stash.get(RESULTS, [])
     if results:
         terminalreporter.section("fstore native throughput (GB/s = 1e9 bytes/s)")
         for line in summary_lines(results):
+            terminalreporter.write_line(line)
+    network = config.stash.get(NETWORK_RESULTS, [])
+    if network:
+        terminalreporter.section(
+            "fstore network throughput (MB/s = 1e6 bytes of the file per second; "
+            "peak RSS MB = VmHWM / 1e6)"
+        )
+        for line in network_summary_lines(network):
             terminalreporter.write_line(line)
 
 
 @pytest.fixture
 def bench(benchmark: BenchmarkFixture, request: pytest.FixtureRequest) -> Bench:
     return Bench(benchmark, request.config.stash[RESULTS])
+
+
+@pytest.fixture
+def network_results(request: pytest.FixtureRequest) -> list[NetworkMeasurement]:
+    """Where the network benchmarks record their figures for the summary."""
+    return request.config.stash[NETWORK_RESULTS]
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,16 @@
-"""Timing with ``benchmark.pedantic`` plus throughput (GB/s) and peak RSS growth per benchmark."""
+"""Timing with ``benchmark.pedantic`` plus throughput and peak RSS per benchmark.
+
+Two kinds of result: :class:`Measurement` (an in-process native workload: GB/s and this
+process's peak RSS growth) and :class:`NetworkMeasurement` (a transfer between node processes,
+timed once: MB/s, and every node process's own peak RSS).
+"""
 
 from __future__ import annotations
 
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self, TypeVar, cast
 
@@ -110,6 +115,7 @@ class _Pedantic(Protocol):
         self,
         target: Callable[[], T],
         *,
+        setup: Callable[[], None] | None = None,
         rounds: int,
         warmup_rounds: int,
         iterations: int,
@@ -167,4 +173,95 @@ def summary_lines(results: list[Measurement]) -> list[str]:
             for r in results
             if r.group == group
         ]
+    return lines
+
+
+# --- transfers between node processes -------------------------------------------------------
+
+
+def timed_once(
+    benchmark: BenchmarkFixture, target: Callable[[], T], setup: Callable[[], None] | None = None
+) -> tuple[T, float | None]:
+    """Run ``setup`` untimed, then time one call of ``target``: (its result, seconds).
+
+    The seconds are None when benchmarks are disabled (the call still runs once: a smoke check).
+    """
+    result = cast(_Pedantic, benchmark).pedantic(
+        target, setup=setup, rounds=1, warmup_rounds=0, iterations=1
+    )
+    stats = benchmark.stats
+    return result, None if stats is None else float(stats.stats.min)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A target the issue sets, and whether this run met it."""
+
+    text: str
+    met: bool
+
+    def __str__(self) -> str:
+        return f"{self.text} {'met' if self.met else 'MISSED'}"
+
+
+@dataclass(frozen=True)
+class NetworkMeasurement:
+    """One timed transfer (or its disk bound) of a file of ``nbytes`` bytes, for the summary.
+
+    ``peak_rss``: each node process's peak resident set (VmHWM) in bytes, by node name.
+    ``details``: further figures for ``extra_info``, also printed (``key value`` pairs).
+    """
+
+    group: str
+    name: str
+    nbytes: int
+    seconds: float
+    ratio: float | None = None
+    goals: tuple[Goal, ...] = ()
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    details: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mbps(self) -> float:
+        return self.nbytes / self.seconds / 1e6
+
+    def record(self, benchmark: BenchmarkFixture, results: list[NetworkMeasurement]) -> None:
+        """Add to the summary, and to the benchmark's ``extra_info``."""
+        info: dict[str, object] = {"bytes": self.nbytes, "seconds": self.seconds, "MB/s": self.mbps}
+        if self.ratio is not None:
+            info["ratio"] = self.ratio
+        if self.peak_rss:
+            info["peak RSS MB"] = {node: rss / 1e6 for node, rss in self.peak_rss.items()}
+        info.update(self.details)
+        info.update({f"goal: {goal.text}": goal.met for goal in self.goals})
+        benchmark.extra_info.update(info)
+        results.append(self)
+
+    def detail_text(self) -> str:
+        rss = "  ".join(f"{node} {peak / 1e6:.0f}" for node, peak in self.peak_rss.items())
+        parts = [f"peak RSS MB: {rss}"] if rss else []
+        parts += [f"{key} {value:.1f}" for key, value in self.details.items()]
+        return "; ".join(parts)
+
+
+def network_summary_lines(results: list[NetworkMeasurement]) -> list[str]:
+    """A plain-text table: one line per transfer, grouped, in the order they ran."""
+    width = max(len(result.name) for result in results)
+    goals = {id(r): "; ".join(map(str, r.goals)) or "-" for r in results}
+    goal_width = max(len("goals"), *(len(text) for text in goals.values()))
+    header = (
+        f"{'benchmark':<{width}}  {'MB/s':>7}  {'seconds':>7}  {'ratio':>5}  "
+        f"{'goals':<{goal_width}}  details"
+    )
+    lines: list[str] = []
+    for group in dict.fromkeys(result.group for result in results):
+        lines += ["", f"[{group}]", header]
+        for r in results:
+            if r.group != group:
+                continue
+            ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
+            lines.append(
+                f"{r.name:<{width}}  {r.mbps:>7.1f}  {r.seconds:>7.3f}  {ratio:>5}  "
+                f"{goals[id(r)]:<{goal_width}}  {r.detail_text()}".rstrip()
+            )
     return lines

@@ -479,7 +479,9 @@ class Node:
                 f"bytes {start} to {end} are not within a file of {manifest.size} bytes"
             )
         spans = _overlapping(manifest.chunks, start, end)
-        restore = _native.RestorePipeline()
+        # One core: chunks are opened one at a time here, and rayon workers that
+        # idle-spin between 1 MiB jobs cost the network path more than they save.
+        restore = _native.RestorePipeline(parallel=False)
         blobs = self._fetch_ahead([ref for _, ref in spans])
         async with contextlib.aclosing(blobs):
             for offset, ref in spans:
