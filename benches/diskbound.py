@@ -29,6 +29,8 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+from fstore.store import fsync_dir
+
 START_TIMEOUT = 60.0  # a writer process is ready within a second or two
 RUN_TIMEOUT = 600.0
 POLL_INTERVAL = 0.05
@@ -45,14 +47,6 @@ class BlobFile:
 # --- in each writer process ---------------------------------------------------------------
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _Writer:
     """``BlobStore.put``'s file and directory pattern, one blob at a time, nothing else."""
 
@@ -62,8 +56,8 @@ class _Writer:
         self.tmp = os.path.join(self.blobs, "tmp")
         os.makedirs(self.tmp)
         if durable:  # as BlobStore does when it opens
-            _fsync_dir(str(root))
-            _fsync_dir(self.blobs)
+            fsync_dir(str(root))
+            fsync_dir(self.blobs)
         self.known_dirs: set[str] = set()
 
     def put(self, name: str, data: memoryview) -> None:
@@ -87,7 +81,7 @@ class _Writer:
         os.rename(temp, os.path.join(parent, name))
         if self.durable:
             for directory in sorted(to_sync):
-                _fsync_dir(directory)
+                fsync_dir(directory)
         self.known_dirs.update((ab, parent))
 
 

@@ -434,27 +434,24 @@ def _json_answer(status: int, description: str, schema: str) -> dict[str, Any]:
     return {str(status): {"description": description, **_json_ref(schema)}}
 
 
-_NAME = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "description": "the file's name, URL-encoded (UTF-8, 1 to 4096 bytes; / as %2F)",
-    "schema": {"type": "string"},
-}
-_CAPABILITY = {
-    "name": "capability",
-    "in": "path",
-    "required": True,
-    "description": "a capability, fs1:…",
-    "schema": {"type": "string"},
-}
-_RANGE = {
-    "name": "Range",
-    "in": "header",
-    "required": False,
-    "description": "one range: bytes=A-B, bytes=A- or bytes=-N",
-    "schema": {"type": "string"},
-}
+def _parameter(name: str, where: str, description: str, *, required: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": required,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+_NAME = _parameter(
+    "name",
+    "path",
+    "the file's name, URL-encoded (UTF-8, 1 to 4096 bytes; / as %2F)",
+    required=True,
+)
+_CAPABILITY = _parameter("capability", "path", "a capability, fs1:…", required=True)
+_RANGE = _parameter("Range", "header", "one range: bytes=A-B, bytes=A- or bytes=-N", required=False)
 _BYTES = {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
 _FILE_HEADERS = {
     "ETag": {"description": '"<BLAKE3 hex>" of the whole file', "schema": {"type": "string"}},

@@ -85,7 +85,7 @@ def _os_error(exc: OSError, doing: str) -> StorageError:
     return StorageError(f"{doing} failed: {exc}")
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     """Make the entries of directory ``path`` (creations, renames) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -167,8 +167,8 @@ class BlobStore:
         for path in (self._blobs, self._tmp, self._corrupt):
             os.makedirs(path, exist_ok=True)
         if self.durable:
-            _fsync_dir(str(self.root))
-            _fsync_dir(self._blobs)
+            fsync_dir(str(self.root))
+            fsync_dir(self._blobs)
 
     def _remove_leftovers(self) -> None:
         """Crash recovery: temporary files are never a complete blob under its address."""
@@ -333,7 +333,7 @@ class BlobStore:
         if not self.durable:
             return
         for directory in sorted(to_sync):
-            _fsync_dir(directory)
+            fsync_dir(directory)
         self._synced_dirs.update(to_sync)
         for parent in parents:
             for directory in (os.path.dirname(parent), parent):
