@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypedDict, TypeVar, Unpack
 
 import blake3
 
@@ -412,6 +412,17 @@ class Agent(NodeProcess):
         return {bytes.fromhex(p["node_id"]) for p in self.call("peers", timeout=10)["peers"]}
 
 
+class NodeOptions(TypedDict, total=False):
+    """What both kinds of node process take (the defaults are in ``Cluster._node_args``)."""
+
+    peers: Iterable[str]
+    replicas: int
+    durable: bool
+    addr: str
+    namespace_file: Path | None
+    data_dir: Path | None
+
+
 class Cluster:
     """Every node process a test starts; :meth:`close` kills them all, whatever happened."""
 
@@ -419,72 +430,39 @@ class Cluster:
         self.root = root
         self.processes: list[NodeProcess] = []
 
-    def _data_dir(self, name: str, data_dir: Path | None) -> Path:
-        return data_dir if data_dir is not None else self.root / name
-
-    @staticmethod
-    def _node_args(
-        addr: str, peers: Iterable[str], replicas: int, durable: bool, namespace_file: Path | None
-    ) -> list[str]:
-        args = ["--addr", addr, "--replicas", str(replicas)]
-        for peer in peers:
+    def _node_args(self, name: str, options: NodeOptions) -> tuple[Path, list[str]]:
+        """The data directory and the command-line options both kinds of node take."""
+        directory = options.get("data_dir") or self.root / name
+        args = ["--data-dir", str(directory), "--addr", options.get("addr", "127.0.0.1:0")]
+        args += ["--replicas", str(options.get("replicas", 3))]
+        for peer in options.get("peers", ()):
             args += ["--peer", peer]
-        if not durable:
+        if not options.get("durable", True):
             args.append("--no-fsync")
+        namespace_file = options.get("namespace_file")
         if namespace_file is not None:
             args += ["--namespace-file", str(namespace_file)]
-        return args
+        return directory, args
 
-    def agent(
-        self,
-        name: str,
-        *,
-        peers: Iterable[str] = (),
-        replicas: int = 3,
-        durable: bool = True,
-        addr: str = "127.0.0.1:0",
-        namespace_file: Path | None = None,
-        data_dir: Path | None = None,
-    ) -> Agent:
+    def agent(self, name: str, **options: Unpack[NodeOptions]) -> Agent:
         """Start a ``node_agent.py`` process and wait until it listens."""
-        directory = self._data_dir(name, data_dir)
-        argv = [
-            sys.executable,
-            str(AGENT_SCRIPT),
-            "--data-dir",
-            str(directory),
-            *self._node_args(addr, peers, replicas, durable, namespace_file),
-        ]
+        directory, args = self._node_args(name, options)
+        argv = [sys.executable, str(AGENT_SCRIPT), *args]
         agent = Agent(name, argv, directory, self.root / f"{name}.log")
         self.processes.append(agent)
         agent.wait_ready()
         return agent
 
     def holder(
-        self,
-        name: str,
-        *,
-        peers: Iterable[str] = (),
-        replicas: int = 3,
-        durable: bool = True,
-        addr: str = "127.0.0.1:0",
-        namespace_file: Path | None = None,
-        data_dir: Path | None = None,
-        http: str | None = "127.0.0.1:0",
+        self, name: str, *, http: str | None = "127.0.0.1:0", **options: Unpack[NodeOptions]
     ) -> NodeProcess:
         """Start a plain ``fstore-node`` process and wait for its ready and http lines.
 
         ``http`` is its ``--http`` (default an ephemeral loopback port); None leaves
         the flag out, for the node's default.
         """
-        directory = self._data_dir(name, data_dir)
-        argv = [
-            fstore_node_command(),
-            "--data-dir",
-            str(directory),
-            *self._node_args(addr, peers, replicas, durable, namespace_file),
-            *(["--http", http] if http is not None else []),
-        ]
+        directory, args = self._node_args(name, options)
+        argv = [fstore_node_command(), *args, *(["--http", http] if http is not None else [])]
         node = NodeProcess(name, argv, directory, self.root / f"{name}.log", stdin=False)
         self.processes.append(node)
         node.wait_ready()
