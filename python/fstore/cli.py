@@ -1,4 +1,4 @@
-"""Command-line entry points: ``fstore-node`` runs a node; ``fstore demo`` tells the story.
+"""The ``fstore-node`` command: run one node in the foreground (``fstore`` is in client.py).
 
 Heavy modules are imported inside the commands so ``--help`` stays instant.
 """
@@ -163,14 +163,3 @@ async def _run_node(
         print(f"http on {server.address}", flush=True)
         await stop.wait()
         logging.getLogger("fstore.node").info("stopping")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The ``fstore`` command, which is :func:`fstore.client.main`.
-
-    Kept for the console scripts generated before the command moved there (a
-    reinstall regenerates them pointing at ``fstore.client:main``).
-    """
-    from fstore.client import main as client_main
-
-    return client_main(argv)
