@@ -128,6 +128,8 @@ class Node:
         self._members: Membership | None = None
         self.address = ""
         self.metrics = NodeMetrics()
+        self._pins_pending: set[bytes] = set()
+        self._pin_flush: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -160,6 +162,8 @@ class Node:
             await self._members.stop()
         if self._server is not None:
             await self._server.wait_closed()
+        if self._pin_flush is not None:
+            await self._pin_flush
         self.catalog.close()
 
     async def __aenter__(self) -> Node:
@@ -340,13 +344,34 @@ class Node:
     async def _put_blob_on(self, node: bytes, address: bytes, blob: bytes | memoryview) -> None:
         if node == self.node_id:
             await asyncio.to_thread(self.blobs.put, address, blob)
-            self.catalog.pin(address)
+            self._pin(address)
             return
         link = self.members.live().get(node)
         if link is None:
             raise PeerUnavailableError("not linked")
         await link.request("put_blob", {"addr": address}, blob)
         self.metrics.blob_bytes_sent.inc(len(blob))
+
+    def _pin(self, address: bytes) -> None:
+        """Record that this node keeps ``address``, in batches off the event loop.
+
+        The acknowledgement promises a durable blob, and the blob file is
+        durable before this runs; the pin is bookkeeping about it, so one
+        SQLite commit (and fsync) serves every pin that arrived meanwhile.
+        """
+        self._pins_pending.add(address)
+        if self._pin_flush is None or self._pin_flush.done():
+            self._pin_flush = asyncio.create_task(self._flush_pins())
+
+    async def _flush_pins(self) -> None:
+        while self._pins_pending:
+            batch, self._pins_pending = self._pins_pending, set()
+            await asyncio.to_thread(self._pin_all, batch)
+
+    def _pin_all(self, addresses: set[bytes]) -> None:
+        with self.catalog.transaction():
+            for address in addresses:
+                self.catalog.pin(address)
 
     # --- names ----------------------------------------------------------------------
 
@@ -603,7 +628,7 @@ class Node:
             raise RemoteError("bad_address", str(e)) from e
         except DiskFullError as e:
             raise RemoteError("disk_full", str(e)) from e
-        self.catalog.pin(address)
+        self._pin(address)
         return Reply({})
 
     async def _serve_get_blob(

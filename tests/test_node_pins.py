@@ -1,0 +1,29 @@
+"""Every blob a node keeps is pinned in its catalog, and the pins survive a restart."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import uvloop
+
+from fstore.node import Node
+from fstore.store import Catalog
+
+
+async def store_on_two_nodes(root: Path) -> None:
+    async with Node(root / "a") as a, Node(root / "b", peers=[a.address]) as b:
+        await b.wait_for_peers(1)
+        await a.wait_for_peers(1)
+        await b.store("one", os.urandom(3 * 1024 * 1024))
+        await a.store("two", os.urandom(5 * 1024 * 1024 + 17))
+
+
+def test_every_kept_blob_is_pinned(tmp_path: Path) -> None:
+    uvloop.run(store_on_two_nodes(tmp_path))
+    for name in ("a", "b"):
+        data_dir = tmp_path / name
+        held = {p.name for p in (data_dir / "blobs").glob("??/??/*")}
+        assert len(held) >= 4
+        with Catalog(data_dir / "fstore.db") as catalog:
+            assert {a.hex() for a in catalog.pinned()} == held
