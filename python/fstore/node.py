@@ -737,7 +737,7 @@ def _record_entry(entry: object) -> tuple[bytes, bytes, Version] | None:
         and len(loc) == 32
         and isinstance(rec, bytes)
         and len(rec) <= RECORD_MAX
-        and isinstance(clock, int)
+        and type(clock) is int  # not bool, which msgpack also decodes into an int subclass
         and 0 <= clock < 1 << 63
         and isinstance(node, bytes)
         and len(node) == 32
