@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypedDict, TypeVar, Unpack
 
@@ -190,6 +190,7 @@ class NodeProcess:
         log_path: Path,
         *,
         stdin: bool,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -198,7 +199,7 @@ class NodeProcess:
         self.node_id = b""
         self.address = ""
         self.http_address = ""  # fstore-node only: HOST:PORT of its HTTP API
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             self.argv,
@@ -312,13 +313,20 @@ class Agent(NodeProcess):
     ``"event"`` messages (progress of a get) before the final one (``"ok"``).
     """
 
-    def __init__(self, name: str, argv: Sequence[str], data_dir: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        data_dir: Path,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._answers: dict[int, queue.Queue[dict[str, Any] | None]] = {}
         self._eof = False
         self._got_ready = False
-        super().__init__(name, argv, data_dir, log_path, stdin=True)
+        super().__init__(name, argv, data_dir, log_path, stdin=True, env=env)
 
     def _on_line(self, line: str) -> None:
         if not self._got_ready:
@@ -421,6 +429,7 @@ class NodeOptions(TypedDict, total=False):
     addr: str
     namespace_file: Path | None
     data_dir: Path | None
+    env: Mapping[str, str]  # extra environment, e.g. FSTORE_FRAME_TIMEOUT (net.LinkLimits)
 
 
 class Cluster:
@@ -448,7 +457,7 @@ class Cluster:
         """Start a ``node_agent.py`` process and wait until it listens."""
         directory, args = self._node_args(name, options)
         argv = [sys.executable, str(AGENT_SCRIPT), *args]
-        agent = Agent(name, argv, directory, self.root / f"{name}.log")
+        agent = Agent(name, argv, directory, self.root / f"{name}.log", options.get("env"))
         self.processes.append(agent)
         agent.wait_ready()
         return agent
@@ -463,7 +472,9 @@ class Cluster:
         """
         directory, args = self._node_args(name, options)
         argv = [fstore_node_command(), *args, *(["--http", http] if http is not None else [])]
-        node = NodeProcess(name, argv, directory, self.root / f"{name}.log", stdin=False)
+        node = NodeProcess(
+            name, argv, directory, self.root / f"{name}.log", stdin=False, env=options.get("env")
+        )
         self.processes.append(node)
         node.wait_ready()
         node.wait_http()

@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, Protocol, cast
 
 from fstore import wire
@@ -27,6 +30,59 @@ REQUEST_TIMEOUT = 60.0
 # hard limit, wire.MAX_INFLIGHT, is above this so a polite peer never hits it).
 MAX_SERVING = 32
 WRITE_HIGH_WATER = 8 * 1024 * 1024
+# Defences against hostile peers (docs/PROTOCOL.md, section 10). A frame whose
+# first byte has arrived must be complete within FRAME_TIMEOUT (a slowloris
+# trickle or a peer that stops mid-frame is dropped; an idle link between frames
+# is not, it is kept alive by pings). Our writes to a peer may stay paused (the
+# peer reads nothing) for at most WRITE_STALL_TIMEOUT; both match REQUEST_TIMEOUT,
+# the time in which a peer must deliver or take a response anyway.
+FRAME_TIMEOUT = 60.0
+WRITE_STALL_TIMEOUT = 60.0
+# Responses are written one at a time once the transport is below its high-water
+# mark, so at most one frame goes above it; a peer whose unsent bytes still reach
+# MAX_UNSENT (small error responses to a flood) is dropped.
+MAX_UNSENT = 2 * WRITE_HIGH_WATER
+# A token bucket per link: requests beyond it are answered "busy".
+REQUEST_RATE = 500.0  # requests per second, sustained
+REQUEST_BURST = 1000
+
+
+@dataclass(frozen=True)
+class LinkLimits:
+    """The per-link timeouts and rate; the module constants unless overridden."""
+
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    frame_timeout: float = FRAME_TIMEOUT
+    write_stall_timeout: float = WRITE_STALL_TIMEOUT
+    request_rate: float = REQUEST_RATE
+    request_burst: float = REQUEST_BURST
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{field.name} must be a positive number, not {value!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> LinkLimits:
+        """The defaults, each overridden by ``FSTORE_<FIELD NAME IN CAPITALS>`` if set.
+
+        E.g. ``FSTORE_FRAME_TIMEOUT=1`` (tests use this to run in seconds).
+        """
+        overrides: dict[str, float] = {}
+        for field in fields(cls):
+            text = environ.get(f"FSTORE_{field.name.upper()}")
+            if text is not None:
+                try:
+                    overrides[field.name] = float(text)
+                except ValueError:
+                    raise ValueError(
+                        f"FSTORE_{field.name.upper()}={text!r} is not a number"
+                    ) from None
+        return cls(**overrides)
+
+
+DEFAULT_LIMITS = LinkLimits()
 
 
 @dataclass(frozen=True)
@@ -53,8 +109,10 @@ class PeerLink(asyncio.BufferedProtocol):
         outbound: bool,
         on_ready: Callable[[PeerLink], None] = lambda link: None,
         on_closed: Callable[[PeerLink], None] = lambda link: None,
+        limits: LinkLimits = DEFAULT_LIMITS,
     ) -> None:
         self._conn = wire.Connection(local_node, local_addr)
+        self.limits = limits
         self._handler = handler
         self._on_ready = on_ready
         self._on_closed = on_closed
@@ -66,6 +124,11 @@ class PeerLink(asyncio.BufferedProtocol):
         self._serving: set[asyncio.Task[None]] = set()
         self._writable = asyncio.Event()
         self._writable.set()
+        # Held while waiting to write a request or response: one writer at a
+        # time, so a resumed transport takes one frame, not every waiter's.
+        self._write_lock = asyncio.Lock()
+        self._tokens = float(limits.request_burst)
+        self._tokens_at = time.monotonic()
         # No more unanswered requests than an fstore peer serves at once: with
         # MAX_INFLIGHT (64) the peer answers the 33rd and later "busy", and a
         # store or get with many blobs in flight fails for its own concurrency.
@@ -74,6 +137,8 @@ class PeerLink(asyncio.BufferedProtocol):
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self._handshake_timer: asyncio.TimerHandle | None = None
+        self._frame_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.BufferedProtocol -------------------------------------------------
 
@@ -82,7 +147,7 @@ class PeerLink(asyncio.BufferedProtocol):
         self._transport = cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self._handshake_timer = asyncio.get_running_loop().call_later(
-            HANDSHAKE_TIMEOUT, self._handshake_timed_out
+            self.limits.handshake_timeout, self._handshake_timed_out
         )
         self._send(self._conn.hello())
 
@@ -98,19 +163,41 @@ class PeerLink(asyncio.BufferedProtocol):
             return
         for event in events:
             self._dispatch(event)
+        self._watch_frame(completed=bool(events))
+
+    def _watch_frame(self, *, completed: bool) -> None:
+        """Time the frame being received: it must be complete within frame_timeout."""
+        if not self._conn.mid_frame:
+            self._cancel_timer(self._frame_timer)
+            self._frame_timer = None
+        elif completed or self._frame_timer is None:
+            # A frame was completed by these bytes, so the one in progress started here.
+            self._cancel_timer(self._frame_timer)
+            self._frame_timer = asyncio.get_running_loop().call_later(
+                self.limits.frame_timeout, self._timed_out, "frame not complete", "frame_timeout"
+            )
 
     def eof_received(self) -> bool:
         return False
 
     def pause_writing(self) -> None:
         self._writable.clear()
+        if self._stall_timer is None:
+            self._stall_timer = asyncio.get_running_loop().call_later(
+                self.limits.write_stall_timeout,
+                self._timed_out,
+                "not reading what we send",
+                "write_stall_timeout",
+            )
 
     def resume_writing(self) -> None:
         self._writable.set()
+        self._cancel_timer(self._stall_timer)
+        self._stall_timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
+        for timer in (self._handshake_timer, self._frame_timer, self._stall_timer):
+            self._cancel_timer(timer)
         error = PeerUnavailableError(f"connection to {self.describe()} lost")
         for future in self._pending.values():
             if not future.done():
@@ -137,6 +224,9 @@ class PeerLink(asyncio.BufferedProtocol):
                 self.ready.set_result(None)
             self._on_ready(self)
         elif isinstance(event, wire.RequestReceived):
+            if not self._take_token():
+                self._send(self._conn.respond_error(event.stream, "busy", "request rate limit"))
+                return
             if len(self._serving) >= MAX_SERVING:
                 self._send(self._conn.respond_error(event.stream, "busy", "too many requests"))
                 return
@@ -162,8 +252,9 @@ class PeerLink(asyncio.BufferedProtocol):
             log.exception("handler for %r from %s failed", event.op, self.describe())
             frames = self._conn.respond_error(event.stream, "internal", type(e).__name__)
         if not self.is_closed():
-            await self._writable.wait()
-            self._send(frames)
+            async with self._write_lock:
+                await self._writable.wait()
+                self._send(frames)
         # Free the serving slot now: the peer may get the response and send its
         # next request before this task's done callback runs, and would be told
         # "busy" though it never had more than MAX_SERVING requests unanswered.
@@ -185,12 +276,15 @@ class PeerLink(asyncio.BufferedProtocol):
         async with self._request_slots:
             if self.is_closed():
                 raise PeerUnavailableError(f"{self.describe()} is not connected")
-            await self._writable.wait()
-            stream, frames = self._conn.request(op, meta or {}, body)
-            loop = asyncio.get_running_loop()
-            future: asyncio.Future[wire.ResponseReceived] = loop.create_future()
-            self._pending[stream] = future
-            self._send(frames)
+            async with self._write_lock:
+                await self._writable.wait()
+                if self.is_closed():
+                    raise PeerUnavailableError(f"{self.describe()} is not connected")
+                stream, frames = self._conn.request(op, meta or {}, body)
+                loop = asyncio.get_running_loop()
+                future: asyncio.Future[wire.ResponseReceived] = loop.create_future()
+                self._pending[stream] = future
+                self._send(frames)
             try:
                 response = await asyncio.wait_for(future, timeout)
             except TimeoutError:
@@ -210,11 +304,40 @@ class PeerLink(asyncio.BufferedProtocol):
     def _send(self, frames: Sequence[bytes | memoryview]) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.writelines(frames)
+            unsent = self._transport.get_write_buffer_size()
+            if unsent >= MAX_UNSENT:
+                log.warning("dropping %s: %d bytes unsent", self.describe(), unsent)
+                self.abort("too many bytes unsent")
+
+    def _take_token(self) -> bool:
+        """Whether the request rate allows one more request now (then it is counted)."""
+        now = time.monotonic()
+        rate, burst = self.limits.request_rate, self.limits.request_burst
+        self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
     def _handshake_timed_out(self) -> None:
         if self.peer_node is None:
-            log.warning("dropping %s: no hello within %gs", self.describe(), HANDSHAKE_TIMEOUT)
-            self.abort("handshake timeout")
+            self._timed_out("no hello", "handshake_timeout")
+
+    def _timed_out(self, what: str, limit: str) -> None:
+        log.warning(
+            "dropping %s: %s within %gs (%s)",
+            self.describe(),
+            what,
+            getattr(self.limits, limit),
+            limit,
+        )
+        self.abort(limit)
+
+    @staticmethod
+    def _cancel_timer(timer: asyncio.TimerHandle | None) -> None:
+        if timer is not None:
+            timer.cancel()
 
     @property
     def connected(self) -> bool:
@@ -235,7 +358,9 @@ class PeerLink(asyncio.BufferedProtocol):
         self.close()
 
     def abort(self, reason: str) -> None:
-        if self._transport is not None and not self._transport.is_closing():
+        # Also after close(): a graceful close waits for the peer to read what is
+        # unsent, which a hostile peer never does.
+        if self._transport is not None and not self.closed.done():
             log.debug("aborting %s: %s", self.describe(), reason)
             self._transport.abort()
 

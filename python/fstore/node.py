@@ -44,7 +44,7 @@ from fstore.errors import (
 from fstore.identity import Identity, load_namespace_secret
 from fstore.manifest import ChunkRef, Manifest
 from fstore.metrics import NodeMetrics, NodeStats
-from fstore.net import PeerLink, Reply, parse_hostport
+from fstore.net import LinkLimits, PeerLink, Reply, parse_hostport
 from fstore.peers import Membership
 from fstore.records import HybridClock, NameKeys, NameValue, Version
 from fstore.store import BlobStore, Catalog
@@ -61,6 +61,7 @@ LIST_PAGE_BYTES = 1024 * 1024
 BUSY_RETRIES = 4
 MAX_PEERS_LISTED = 256
 MAX_HAS_BLOBS = 1024
+MAX_LIARS_REMEMBERED = 4096
 
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
 
@@ -105,6 +106,7 @@ class Node:
         durable: bool = True,
         namespace_file: str | os.PathLike[str] | None = None,
         ping_interval: float = 5.0,
+        limits: LinkLimits | None = None,
     ) -> None:
         if replicas < 1:
             raise InvalidArgumentError("replicas must be at least 1")
@@ -124,6 +126,11 @@ class Node:
         self.blobs = BlobStore(self.data_dir, durable=durable)
         self.catalog = Catalog(self.data_dir / "fstore.db")
         self._ping_interval = ping_interval
+        # Per-link timeouts and rate: the defaults, or FSTORE_* environment overrides.
+        self._limits = limits if limits is not None else LinkLimits.from_env()
+        # Verification failures per peer (in memory): a peer that served bytes not
+        # matching their address is asked last in _fetch_blob from then on.
+        self._lies: dict[bytes, int] = {}
         self._server: asyncio.Server | None = None
         self._members: Membership | None = None
         self.address = ""
@@ -141,6 +148,7 @@ class Node:
             self._handle,
             on_peer=self._remember_peer,
             ping_interval=self._ping_interval,
+            limits=self._limits,
         )
         self._members = members
         loop = asyncio.get_running_loop()
@@ -562,6 +570,8 @@ class Node:
             if local is not None:
                 return local
         candidates = [n for n in self._members_by_distance(address) if n != self.node_id]
+        # Stable: peers that lied before go last, in XOR order among themselves.
+        candidates.sort(key=lambda n: self._lies.get(n, 0))
         for attempt in range(BUSY_RETRIES + 1):
             busy: list[bytes] = []
             for node in candidates:
@@ -582,6 +592,7 @@ class Node:
                 if await asyncio.to_thread(_native.hash, response.body) == address:
                     return response.body
                 self.metrics.verification_failed("peer")
+                self._record_lie(node)
                 bad_copies += 1
                 log.warning(
                     "%s served bytes that do not match blob %s; trying another holder",
@@ -598,6 +609,11 @@ class Node:
                 "and no live holder has a good one"
             )
         raise NotFoundError(f"no live holder has blob {address.hex()}")
+
+    def _record_lie(self, node: bytes) -> None:
+        self._lies[node] = self._lies.pop(node, 0) + 1  # re-inserted: the newest last
+        if len(self._lies) > MAX_LIARS_REMEMBERED:
+            del self._lies[next(iter(self._lies))]  # forget the least recent liar
 
     # --- serving peers --------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable
 
 from fstore.errors import FstoreError, PeerUnavailableError
-from fstore.net import PeerLink, RequestHandler, dial, parse_hostport
+from fstore.net import DEFAULT_LIMITS, LinkLimits, PeerLink, RequestHandler, dial, parse_hostport
 
 log = logging.getLogger("fstore.peers")
 
@@ -35,8 +35,10 @@ class Membership:
         *,
         on_peer: Callable[[bytes, str | None], None] = lambda node, addr: None,
         ping_interval: float = PING_INTERVAL,
+        limits: LinkLimits = DEFAULT_LIMITS,
     ) -> None:
         self.node_id = node_id
+        self.limits = limits
         self.listen_addr = listen_addr
         self._handler = handler
         self._on_peer = on_peer
@@ -75,6 +77,7 @@ class Membership:
             outbound=outbound,
             on_ready=self._on_ready,
             on_closed=self._on_closed,
+            limits=self.limits,
         )
         self._all_links.add(link)
         return link
@@ -159,7 +162,12 @@ class Membership:
                 await current.closed
                 continue
             try:
-                link = await dial(host, port, lambda: self.link_factory(outbound=True))
+                link = await dial(
+                    host,
+                    port,
+                    lambda: self.link_factory(outbound=True),
+                    timeout=self.limits.handshake_timeout,
+                )
             except PeerUnavailableError as e:
                 delay = backoff * random.uniform(0.5, 1.5)
                 log.info("peer %s not reachable (%s); retrying in %.1fs", addr, e, delay)

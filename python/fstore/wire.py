@@ -261,6 +261,11 @@ class FrameDecoder:
             frames += self.buffer_updated(n)
         return frames
 
+    @property
+    def mid_frame(self) -> bool:
+        """Whether some bytes of a frame not yet complete have been received."""
+        return self._filled > 0 or self._large is not None
+
     def _check_usable(self) -> None:
         if self._failed:
             raise ProtocolError("the decoder failed earlier; the connection must be closed")
@@ -385,6 +390,11 @@ class Connection:
     def feed(self, data: Buffer) -> list[Event]:
         self._check_receiving()
         return self._events(self._decoder.feed(data))
+
+    @property
+    def mid_frame(self) -> bool:
+        """Whether some bytes of a frame not yet complete have been received."""
+        return self._decoder.mid_frame
 
     def _check_receiving(self) -> None:
         if self._receive_failed:
