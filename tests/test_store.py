@@ -145,6 +145,21 @@ def test_wrong_hash_is_rejected_and_nothing_written(
     assert not store.has(good_address)
 
 
+def test_verified_put_skips_only_the_hash(
+    store: BlobStore, tmp_path: Path, rng: random.Random
+) -> None:
+    """``verified=True`` trusts the caller's address (no re-hash) and is otherwise a put:
+    durable, idempotent, and read back verified (so a wrong claim is caught on read)."""
+    address, data = make_blob(rng, 64 * KiB)
+    assert store.put(address, data, verified=True)
+    assert not store.put(address, data, verified=True)
+    assert store.get(address) == data
+    wrong_address, _ = make_blob(rng, 1 * KiB)
+    assert store.put(wrong_address, data, verified=True)
+    assert store.get(wrong_address) is None  # quarantined on read, never served
+    assert temp_files(tmp_path) == []
+
+
 BAD_ADDRESSES: list[Any] = [
     b"\x01" * 31,
     b"\x01" * 33,
