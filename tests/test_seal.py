@@ -60,17 +60,27 @@ def their_open_pieces(key: bytes, context: bytes, sealed: bytes) -> bytes:
     return bytes(out + decryptor.finalize())
 
 
-def seal_streaming(key: bytes, context: bytes, data: bytes, *, into: bool = False) -> bytes:
-    sealer = _native.Sealer(key, context)
+def run_stream(
+    stream: _native.Sealer | _native.Opener,
+    data: bytes,
+    sizes: Sequence[int],
+    *,
+    into: bool,
+) -> bytes:
+    """Feed ``data`` in pieces through ``update`` (or ``update_into``), then finalize."""
     out = bytearray()
-    for piece in pieces(data, ODD_PIECES):
+    for piece in pieces(data, sizes):
         if into:
             buf = out_buffer(len(piece))
-            written = sealer.update_into(piece, buf)
+            written = stream.update_into(piece, buf)
             out += buf[:written]
         else:
-            out += sealer.update(piece)
-    return bytes(out + sealer.finalize())
+            out += stream.update(piece)
+    return bytes(out + stream.finalize())
+
+
+def seal_streaming(key: bytes, context: bytes, data: bytes, *, into: bool = False) -> bytes:
+    return run_stream(_native.Sealer(key, context), data, ODD_PIECES, into=into)
 
 
 def open_streaming(
@@ -81,16 +91,7 @@ def open_streaming(
     into: bool = False,
     sizes: Sequence[int] = ODD_PIECES,
 ) -> bytes:
-    opener = _native.Opener(key, context)
-    out = bytearray()
-    for piece in pieces(sealed, sizes):
-        if into:
-            buf = out_buffer(len(piece))
-            written = opener.update_into(piece, buf)
-            out += buf[:written]
-        else:
-            out += opener.update(piece)
-    return bytes(out + opener.finalize())
+    return run_stream(_native.Opener(key, context), sealed, sizes, into=into)
 
 
 def expected_sealed_length(n: int) -> int:
