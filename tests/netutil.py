@@ -20,19 +20,24 @@ import queue
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypedDict, TypeVar, Unpack
 
 import blake3
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fstore import placement, wire
 from fstore.capability import Capability
 from fstore.manifest import ChunkRef, Manifest
+from fstore.trust import LinkCredentials, NetworkKey
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -199,6 +204,7 @@ class NodeProcess:
         self.node_id = b""
         self.address = ""
         self.http_address = ""  # fstore-node only: HOST:PORT of its HTTP API
+        self.join_token = ""  # printed by a node that made a new network
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
@@ -260,7 +266,12 @@ class NodeProcess:
         return line
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        self._parse_ready(self._next_line(timeout, "ready line"))
+        """Read the ready line; a first start that made a new network prints its token first."""
+        line = self._next_line(timeout, "ready line")
+        if line.startswith("made a new network"):
+            self.join_token = self._next_line(timeout, "join command").split()[2]
+            line = self._next_line(timeout, "ready line")
+        self._parse_ready(line)
 
     def wait_http(self, timeout: float = READY_TIMEOUT) -> None:
         """Read the ``http on HOST:PORT`` line fstore-node prints after its ready line."""
@@ -269,6 +280,29 @@ class NodeProcess:
         if len(words) != 3 or words[:2] != ["http", "on"]:
             raise NodeProcessError(f"{self.name}: unexpected second line {line!r}")
         self.http_address = words[2]
+
+    def http_get(self, path: str) -> bytes:
+        """The body of a GET of ``path`` on the node's HTTP API (fstore-node only)."""
+        with urllib.request.urlopen(f"http://{self.http_address}{path}", timeout=5) as answer:
+            body: bytes = answer.read()
+            return body
+
+    def http_peers(self) -> set[bytes]:
+        """The ids of the peers the node is linked with, as its HTTP API lists them."""
+        return {
+            bytes.fromhex(p["node_id"]) for p in json.loads(self.http_get("/v1/peers"))["peers"]
+        }
+
+    def metric(self, name: str) -> float:
+        """The value of an unlabelled metric in the node's ``/metrics``."""
+        for line in self.http_get("/metrics").decode().splitlines():
+            key, _, value = line.partition(" ")
+            if key == name:
+                return float(value)
+        raise KeyError(f"no metric {name} on {self.name}")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def has_blob(self, address: bytes) -> bool:
         return blob_path(self.data_dir, address).is_file()
@@ -429,6 +463,7 @@ class NodeOptions(TypedDict, total=False):
     addr: str
     namespace_file: Path | None
     data_dir: Path | None
+    join: str | None  # default: the cluster's network; None: no --join (a new network)
     env: Mapping[str, str]  # extra environment, e.g. FSTORE_FRAME_TIMEOUT (net.LinkLimits)
 
 
@@ -438,6 +473,7 @@ class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.processes: list[NodeProcess] = []
+        self.network = NetworkKey.generate()  # every node joins it unless told otherwise
 
     def _node_args(self, name: str, options: NodeOptions) -> tuple[Path, list[str]]:
         """The data directory and the command-line options both kinds of node take."""
@@ -451,6 +487,9 @@ class Cluster:
         namespace_file = options.get("namespace_file")
         if namespace_file is not None:
             args += ["--namespace-file", str(namespace_file)]
+        join = options.get("join", self.network.token)
+        if join is not None:
+            args += ["--join", join]
         return directory, args
 
     def agent(self, name: str, **options: Unpack[NodeOptions]) -> Agent:
@@ -512,7 +551,8 @@ def wait_for_mesh(agents: Sequence[Agent], everyone: Sequence[NodeProcess], time
 def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
     """Everything received until the peer closes: (bytes, closed in time).
 
-    A reset counts as closed (the peer closed with our bytes unread).
+    A reset counts as closed (the peer closed with our bytes unread), and so does a
+    TLS alert or a TLS connection cut without a close_notify.
     """
     deadline = time.monotonic() + timeout
     received = bytearray()
@@ -525,7 +565,7 @@ def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, bool]
             data = sock.recv(65536)
         except TimeoutError:
             return bytes(received), False
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             return bytes(received), True
         if not data:
             return bytes(received), True
@@ -537,18 +577,59 @@ def decode_frames(data: bytes) -> list[wire.Frame]:
     return wire.FrameDecoder().feed(data)
 
 
-class WireClient:
-    """A minimal blocking peer speaking the wire protocol, for asking a node directly."""
+def encode(frames: wire.Writes) -> bytes:
+    return b"".join(bytes(p) for p in frames)
 
-    def __init__(self, address: str, timeout: float = 10.0) -> None:
-        host, _, port = address.rpartition(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        self.conn = wire.Connection(os.urandom(32), None)
-        self.sock.sendall(b"".join(bytes(p) for p in self.conn.hello()))
+
+def credentials(network: NetworkKey, identity: Ed25519PrivateKey | None = None) -> LinkCredentials:
+    """A member's link credentials (a new identity unless one is given)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return LinkCredentials(identity or Ed25519PrivateKey.generate(), network, Path(scratch))
+
+
+def connect(address: str, *, rcvbuf: int | None = None, timeout: float = 5.0) -> socket.socket:
+    """A plain TCP connection to ``address`` (``rcvbuf`` set before connecting, if given)."""
+    host, _, port = address.rpartition(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:  # before connecting, so the window is small from the start
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect((host, int(port)))
+    return sock
+
+
+class MemberLink:
+    """A blocking TLS link to a node, as a member with ``creds``; HELLO not sent yet.
+
+    ``hello`` is this side's valid HELLO (node id and proof for this very link);
+    a test may send it, send something else, or build a false one with ``conn``.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        creds: LinkCredentials,
+        *,
+        rcvbuf: int | None = None,
+        timeout: float = 10.0,
+        claim: bytes | None = None,
+    ) -> None:
+        self.creds = creds
+        self.sock = creds.client_context.wrap_socket(
+            connect(address, rcvbuf=rcvbuf, timeout=timeout)
+        )
+        self.peer_certificate = self.sock.getpeercert(binary_form=True) or b""
+        self.conn = wire.Connection(claim or creds.node_id, None)
         self.timeout = timeout
         self._events: list[wire.Event] = []
 
-    def _next_event(self, deadline: float) -> wire.Event:
+    def proof(self) -> bytes:
+        return self.creds.proof(outbound=True, peer_certificate=self.peer_certificate)
+
+    def hello(self, proof: bytes | None = None) -> bytes:
+        return encode(self.conn.hello(self.proof() if proof is None else proof))
+
+    def next_event(self, deadline: float) -> wire.Event:
         while not self._events:
             self.sock.settimeout(max(0.001, deadline - time.monotonic()))
             data = self.sock.recv(1 << 20)
@@ -557,25 +638,33 @@ class WireClient:
             self._events += self.conn.feed(data)
         return self._events.pop(0)
 
-    def request(self, op: str, meta: dict[str, Any]) -> wire.ResponseReceived:
-        stream, frames = self.conn.request(op, meta)
-        self.sock.sendall(b"".join(bytes(p) for p in frames))
+    def send_request(self, op: str, meta: dict[str, Any], body: bytes = b"") -> int:
+        stream, frames = self.conn.request(op, meta, body)
+        self.sock.sendall(encode(frames))
+        return stream
+
+    def response(self, stream: int) -> wire.ResponseReceived:
         deadline = time.monotonic() + self.timeout
         while True:
-            event = self._next_event(deadline)
+            event = self.next_event(deadline)
             if isinstance(event, wire.ResponseReceived) and event.stream == stream:
                 return event
             if isinstance(event, wire.GoAway):
                 raise ConnectionError(f"GOAWAY {event.code}: {event.msg}")
+
+    def request(self, op: str, meta: dict[str, Any], body: bytes = b"") -> wire.ResponseReceived:
+        return self.response(self.send_request(op, meta, body))
 
     def close(self) -> None:
         self.sock.close()
 
 
 @contextlib.contextmanager
-def wire_client(address: str, timeout: float = 10.0) -> Iterator[WireClient]:
-    client = WireClient(address, timeout)
+def wire_client(address: str, network: NetworkKey, timeout: float = 10.0) -> Iterator[MemberLink]:
+    """A member link that has said HELLO: ready for requests."""
+    client = MemberLink(address, credentials(network), timeout=timeout)
     try:
+        client.sock.sendall(client.hello())
         yield client
     finally:
         client.close()

@@ -45,6 +45,7 @@ import uvloop
 from fstore import _native
 from fstore.cli import setup_logging
 from fstore.node import Node
+from fstore.trust import NetworkKey
 
 
 def proc_status(field: str) -> int:
@@ -179,6 +180,7 @@ async def run(args: argparse.Namespace) -> None:
         args.data_dir,
         listen=args.addr,
         peers=args.peer,
+        network=NetworkKey.from_token(args.join) if args.join else None,
         replicas=args.replicas,
         durable=not args.no_fsync,
         namespace_file=args.namespace_file,
@@ -193,6 +195,7 @@ def main() -> int:
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--addr", default="127.0.0.1:0")
     p.add_argument("--peer", action="append", default=[])
+    p.add_argument("--join")
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--no-fsync", action="store_true")
     p.add_argument("--namespace-file", type=Path)

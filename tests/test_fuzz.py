@@ -142,7 +142,12 @@ def frame_lists(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     """Frames laid out exactly as the wire does, any kind/stream/meta/body; their offsets."""
     frames: list[bytes] = []
     if draw(st.booleans()):
-        hello = {"v": wire.VERSION, "node": NODE_B, "addr": draw(st.none() | st.just("h:1"))}
+        hello = {
+            "v": wire.VERSION,
+            "node": NODE_B,
+            "addr": draw(st.none() | st.just("h:1")),
+            "proof": bytes(32),
+        }
         frames.append(HEADER.pack(9 + len(pack(hello)), 1, 0, len(pack(hello))) + pack(hello))
     for _ in range(draw(st.integers(0, 5))):
         kind = draw(kinds)
@@ -204,7 +209,7 @@ EVENT_TYPES = (wire.HelloReceived, wire.RequestReceived, wire.ResponseReceived, 
 def check_connection_input(pieces: list[bytes], lend: bool) -> None:
     """Feed ``pieces`` to a fresh Connection: only events or ProtocolError, then refusal."""
     conn = wire.Connection(NODE_A, None)
-    conn.hello()
+    conn.hello(bytes(32))
     try:
         for piece in pieces:
             if lend:
@@ -283,8 +288,8 @@ def test_huge_lengths_never_allocate_beyond_one_frame(header: bytes, refused: bo
     """A header claiming a huge frame costs at most one frame's buffer, whatever follows;
     one the decoder refuses costs nothing of the sort."""
     conn = wire.Connection(NODE_A, None)  # its scratch buffer exists before tracing starts
-    conn.hello()
-    hello = {"v": wire.VERSION, "node": NODE_B, "addr": None}
+    conn.hello(bytes(32))
+    hello = {"v": wire.VERSION, "node": NODE_B, "addr": None, "proof": bytes(32)}
     conn.feed(HEADER.pack(9 + len(pack(hello)), 1, 0, len(pack(hello))) + pack(hello))
     body_start = b"\xa5" * (64 * KiB)
     tracemalloc.start()

@@ -1,29 +1,33 @@
-"""Hostile peers against real node processes: slowloris, unread responses, floods, liars.
+"""Hostile members against real node processes: slowloris, unread responses, floods, liars.
 
-The per-link limits (``fstore.net.LinkLimits``) are shortened for these nodes
-through their ``FSTORE_*`` environment variables, so each test runs in seconds.
+These peers hold the network key (outsiders are in test_membership.py): they get
+past TLS and HELLO, and then misbehave. The per-link limits
+(``fstore.net.LinkLimits``) are shortened for these nodes through their
+``FSTORE_*`` environment variables, so each test runs in seconds.
 Every wait has a deadline; a closed connection is seen as ``recv`` returning
 ``b""``, a reset, or a send failing.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import struct
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from netutil import (
     Cluster,
     KiB,
+    MemberLink,
     MiB,
-    NodeProcess,
+    connect,
+    credentials,
+    encode,
     proc_status,
     read_manifest,
     read_until_closed,
@@ -32,31 +36,13 @@ from netutil import (
     write_random_file,
 )
 
-from fstore import _native, wire
+from fstore import _native, placement, wire
 from fstore.net import MAX_SERVING, MAX_UNSENT
+from fstore.trust import LinkCredentials, NetworkKey
 
 MESH_TIMEOUT = 20.0
 SHORT = 1.0  # the shortened timeouts, in seconds
 CLOSE_DEADLINE = 8 * SHORT  # well above SHORT, well below the 10 s and 60 s defaults
-
-
-def connect(address: str, *, rcvbuf: int | None = None) -> socket.socket:
-    host, _, port = address.rpartition(":")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:  # before connecting, so the window is small from the start
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(5)
-    sock.connect((host, int(port)))
-    return sock
-
-
-def encode(frames: wire.Writes) -> bytes:
-    return b"".join(bytes(p) for p in frames)
-
-
-def hello(node: bytes | None = None) -> tuple[wire.Connection, bytes]:
-    conn = wire.Connection(node or os.urandom(32), None)
-    return conn, encode(conn.hello())
 
 
 def closed_within(sock: socket.socket, timeout: float) -> float | None:
@@ -75,25 +61,37 @@ def test_silent_stalled_and_trickling_peers_are_dropped_but_idle_links_are_kept(
     env = {"FSTORE_HANDSHAKE_TIMEOUT": str(SHORT), "FSTORE_FRAME_TIMEOUT": str(SHORT)}
     node = cluster.holder("a", env=env)
 
-    # Nothing at all after connecting: the handshake timeout.
-    with connect(node.address) as silent:
-        elapsed = closed_within(silent, CLOSE_DEADLINE)
-        assert elapsed is not None, "a silent connection was not closed"
+    # Nothing at all after connecting, or the start of a TLS handshake and then
+    # nothing: the handshake timeout.
+    client_hello_start = bytes.fromhex("160301020001") + bytes(40)
+    for opening in (b"", client_hello_start):
+        with connect(node.address) as silent:
+            silent.sendall(opening)
+            elapsed = closed_within(silent, CLOSE_DEADLINE)
+            assert elapsed is not None, f"a connection silent after {opening!r} was not closed"
+            assert elapsed >= 0.8 * SHORT
+
+    # A member's TLS handshake, and then no HELLO: the same timeout.
+    silent_member = MemberLink(node.address, credentials(cluster.network))
+    with silent_member.sock:
+        elapsed = closed_within(silent_member.sock, CLOSE_DEADLINE)
+        assert elapsed is not None, "a member that never said HELLO was not closed"
         assert elapsed >= 0.8 * SHORT
 
     # A HELLO, then a header promising a 1000-byte frame, then nothing.
-    _, hello_bytes = hello()
-    with connect(node.address) as stalled:
-        stalled.sendall(hello_bytes + struct.pack(">IBII", 1000, 2, 1, 10))
-        elapsed = closed_within(stalled, CLOSE_DEADLINE)
+    stalled = MemberLink(node.address, credentials(cluster.network))
+    with stalled.sock:
+        stalled.sock.sendall(stalled.hello() + struct.pack(">IBII", 1000, 2, 1, 10))
+        elapsed = closed_within(stalled.sock, CLOSE_DEADLINE)
         assert elapsed is not None, "a connection stopped mid-frame was not closed"
         assert elapsed >= 0.8 * SHORT
 
     # A valid ping request, one byte every 0.2 s (it would take seconds to complete).
-    conn, hello_bytes = hello()
-    _, frames = conn.request("ping", {"pad": "x" * 100})
+    link = MemberLink(node.address, credentials(cluster.network))
+    hello_bytes = link.hello()
+    _, frames = link.conn.request("ping", {"pad": "x" * 100})
     request = encode(frames)
-    with connect(node.address) as trickle:
+    with link.sock as trickle:
         trickle.sendall(hello_bytes)
         start = time.monotonic()
         closed = False
@@ -111,7 +109,7 @@ def test_silent_stalled_and_trickling_peers_are_dropped_but_idle_links_are_kept(
         assert time.monotonic() - start < CLOSE_DEADLINE
 
     # A polite peer idle between frames for longer than the frame timeout stays linked.
-    with wire_client(node.address) as client:
+    with wire_client(node.address, cluster.network) as client:
         assert client.request("ping", {}).ok
         assert closed_within(client.sock, 3 * SHORT) is None, "an idle link was closed"
         assert client.request("ping", {}).ok
@@ -120,22 +118,12 @@ def test_silent_stalled_and_trickling_peers_are_dropped_but_idle_links_are_kept(
 # --- 2. a peer that never reads what it asked for ------------------------------------------
 
 
-def put_blob(address: str, blob: bytes) -> bytes:
+def put_blob(address: str, network: NetworkKey, blob: bytes) -> bytes:
     addr = _native.hash(blob)
-    with wire_client(address) as client:
-        stream, frames = client.conn.request("put_blob", {"addr": addr}, blob)
-        client.sock.sendall(encode(frames))
-        deadline = time.monotonic() + 10
-        while True:
-            event = client._next_event(deadline)
-            if isinstance(event, wire.ResponseReceived) and event.stream == stream:
-                assert event.ok, event.meta
-                return addr
-
-
-def http_peers(node: NodeProcess) -> set[bytes]:
-    with urllib.request.urlopen(f"http://{node.http_address}/v1/peers", timeout=5) as answer:
-        return {bytes.fromhex(p["node_id"]) for p in json.load(answer)["peers"]}
+    with wire_client(address, network) as client:
+        response = client.request("put_blob", {"addr": addr}, blob)
+        assert response.ok, response.meta
+        return addr
 
 
 def test_peer_that_never_reads_responses_is_dropped_with_bounded_memory(
@@ -146,12 +134,13 @@ def test_peer_that_never_reads_responses_is_dropped_with_bounded_memory(
     high-water mark, then drops the peer once its writes stall for the timeout."""
     node = cluster.holder("a", env={"FSTORE_WRITE_STALL_TIMEOUT": str(2 * SHORT)})
     blob = os.urandom(4 * MiB)
-    addr = put_blob(node.address, blob)
+    addr = put_blob(node.address, cluster.network, blob)
     baseline = proc_status(node.pid, "VmRSS")
 
-    greedy_id = os.urandom(32)
-    _, hello_bytes = hello(greedy_id)
-    with connect(node.address, rcvbuf=64 * KiB) as greedy:
+    link = MemberLink(node.address, credentials(cluster.network), rcvbuf=64 * KiB)
+    greedy_id = link.creds.node_id
+    hello_bytes = link.hello()
+    with link.sock as greedy:
         requests = [
             encode(
                 wire.encode_frame(wire.FrameKind.REQUEST, stream, {"op": "get_blob", "addr": addr})
@@ -159,13 +148,15 @@ def test_peer_that_never_reads_responses_is_dropped_with_bounded_memory(
             for stream in range(1, wire.MAX_INFLIGHT + 1)
         ]
         greedy.sendall(hello_bytes + b"".join(requests))
-        wait_until(lambda: greedy_id in http_peers(node), CLOSE_DEADLINE, "the greedy peer to link")
+        wait_until(
+            lambda: greedy_id in node.http_peers(), CLOSE_DEADLINE, "the greedy peer to link"
+        )
         # Another peer is served meanwhile.
-        with wire_client(node.address) as other:
+        with wire_client(node.address, cluster.network) as other:
             response = other.request("get_blob", {"addr": addr})
             assert response.ok and bytes(response.body) == blob
         wait_until(
-            lambda: greedy_id not in http_peers(node),
+            lambda: greedy_id not in node.http_peers(),
             CLOSE_DEADLINE + 2 * SHORT,
             "the node to drop the greedy peer",
         )
@@ -174,7 +165,7 @@ def test_peer_that_never_reads_responses_is_dropped_with_bounded_memory(
     # less than MAX_UNSENT. Allow that much growth, and 64 MiB for the rest.
     growth = proc_status(node.pid, "VmHWM") - baseline
     assert growth < MAX_SERVING * len(blob) + MAX_UNSENT + 64 * MiB, growth
-    with wire_client(node.address) as after:
+    with wire_client(node.address, cluster.network) as after:
         assert after.request("get_blob", {"addr": addr}).ok
 
 
@@ -187,7 +178,7 @@ def test_ping_flood_is_answered_busy_beyond_the_rate(cluster: Cluster) -> None:
     node = cluster.holder("a", env=env)
     answers: Counter[str] = Counter()
     batch, total = 25, 2000  # a batch stays below MAX_SERVING: busy is the rate's doing
-    with wire_client(node.address) as client:
+    with wire_client(node.address, cluster.network) as client:
         start = time.monotonic()
         for _ in range(total // batch):
             streams = set()
@@ -199,7 +190,7 @@ def test_ping_flood_is_answered_busy_beyond_the_rate(cluster: Cluster) -> None:
             client.sock.sendall(b"".join(data))
             deadline = time.monotonic() + 10
             while streams:
-                event = client._next_event(deadline)
+                event = client.next_event(deadline)
                 if isinstance(event, wire.ResponseReceived) and event.stream in streams:
                     streams.remove(event.stream)
                     answers["ok" if event.ok else f"{event.meta['code']}: {event.meta['msg']}"] += 1
@@ -214,16 +205,29 @@ def test_ping_flood_is_answered_busy_beyond_the_rate(cluster: Cluster) -> None:
 # --- 4. a lying peer -----------------------------------------------------------------------
 
 
-class Liar:
-    """A peer that dials a node and answers get_blob of ``target`` with wrong bytes."""
+def identity_closest_to(target: bytes, others: set[bytes], network: NetworkKey) -> LinkCredentials:
+    """Credentials whose node id is XOR-closer to ``target`` than every id in ``others``.
 
-    def __init__(self, address: str, node_id: bytes, target: bytes) -> None:
-        self.node_id = node_id
+    Ids are BLAKE3 of a public key, so they cannot be chosen, only ground: among
+    n nodes a fresh key is the closest one time in n + 1.
+    """
+    while True:
+        key = Ed25519PrivateKey.generate()
+        creds = credentials(network, key)
+        if placement.closest(target, [creds.node_id, *others], 1) == [creds.node_id]:
+            return creds
+
+
+class Liar:
+    """A member that dials a node and answers get_blob of ``target`` with wrong bytes."""
+
+    def __init__(self, address: str, creds: LinkCredentials, target: bytes) -> None:
+        self.node_id = creds.node_id
         self.target = target
         self.asked: Counter[bytes] = Counter()
-        self.sock = connect(address)
-        self.conn = wire.Connection(node_id, None)
-        self.sock.sendall(encode(self.conn.hello()))
+        link = MemberLink(address, creds)
+        self.sock, self.conn = link.sock, link.conn
+        self.sock.sendall(link.hello())
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -267,8 +271,9 @@ def test_lying_peer_is_asked_once_then_last(cluster: Cluster, tmp_path: Path) ->
     cap = reader.call("store", name="f", path=str(source))["capability"]
     _, chunks = read_manifest(cap, [reader.data_dir, *(h.data_dir for h in holders)])
     target = chunks[0].address
-    # XOR distance 1 from the chunk: closer than any real node, so asked first.
-    liar = Liar(reader.address, target[:-1] + bytes([target[-1] ^ 1]), target)
+    # Closer to the chunk than any real node, so asked first.
+    creds = identity_closest_to(target, {reader.node_id, *others}, cluster.network)
+    liar = Liar(reader.address, creds, target)
     try:
         wait_until(lambda: liar.node_id in reader.peer_ids(), MESH_TIMEOUT, "the liar to link")
         for round_ in range(2):

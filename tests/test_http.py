@@ -43,6 +43,7 @@ from fstore import __version__
 from fstore.cli import HTTP_ADDR_FILE, default_http
 from fstore.http import HttpServer, create_app, parse_range
 from fstore.node import Node
+from fstore.trust import NetworkKey
 
 T = TypeVar("T")
 
@@ -81,18 +82,28 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def network(
-    root: Path, count: int, *, replicas: int = 2, peers: tuple[str, ...] = ()
+    root: Path,
+    count: int,
+    *,
+    replicas: int = 2,
+    peers: tuple[str, ...] = (),
+    join: NetworkKey | None = None,
 ) -> AsyncIterator[list[Served]]:
-    """``count`` nodes sharing one namespace, linked, each serving HTTP on an ephemeral port."""
+    """``count`` nodes sharing one namespace, linked, each serving HTTP on an ephemeral port.
+
+    They are in network ``join`` (that of ``peers``), or a new one.
+    """
     root.mkdir(parents=True, exist_ok=True)
     namespace = root / "namespace.key"
     namespace.write_bytes(os.urandom(32))
+    network = join or NetworkKey.generate()
     served: list[Served] = []
     async with contextlib.AsyncExitStack() as stack:
         for i in range(count):
             node = Node(
                 root / f"node{i}",
                 peers=[*peers, *(s.node.address for s in served[:1])],
+                network=network,
                 replicas=replicas,
                 durable=False,
                 namespace_file=namespace,
@@ -451,7 +462,7 @@ def test_peer_that_cannot_write_is_503(
 
     async def scenario() -> None:
         async with (
-            network(tmp_path / "here", 1, peers=(peer.address,)) as (a,),
+            network(tmp_path / "here", 1, peers=(peer.address,), join=cluster.network) as (a,),
             aiohttp.ClientSession() as http,
         ):
             async with http.put(a.file_url("f"), data=rng.randbytes(2 * MiB)) as response:

@@ -13,17 +13,20 @@ import shutil
 import signal
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from netutil import (
     Agent,
     Cluster,
+    MemberLink,
     MiB,
     NodeProcess,
     blake3_file,
     blob_path,
     closest,
+    credentials,
     decode_frames,
     free_port,
     quarantined,
@@ -38,6 +41,7 @@ from netutil import (
 from fstore import _native, wire
 from fstore.net import HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT
 from fstore.records import NameKeys
+from fstore.trust import NetworkKey
 
 MESH_TIMEOUT = 20.0  # links form in well under a second on loopback
 LINK_TIMEOUT = 20.0
@@ -278,7 +282,7 @@ def test_corrupt_blob_is_quarantined_and_never_served(cluster: Cluster, tmp_path
         damaged[address] = bytes(data)
         assert _native.hash(path.read_bytes()) != address
 
-    with wire_client(h.address) as client:
+    with wire_client(h.address, cluster.network) as client:
         response = client.request("get_blob", {"addr": asked_directly})
     assert not response.ok and response.meta["code"] == "not_found"
     assert len(response.body) == 0
@@ -380,32 +384,34 @@ def frame(kind: int, stream: int, meta: bytes, body: bytes = b"") -> bytes:
     return struct.pack(">IBII", 9 + len(meta) + len(body), kind, stream, len(meta)) + meta + body
 
 
-HELLO = b"".join(
-    bytes(p) for p in wire.Connection(bytes(range(32)), None).hello()
-)  # a valid HELLO from a made-up node
+PING = frame(2, 1, b"\x81\xa2op\xa4ping")
 
-VIOLATIONS = {
-    "garbage": b"GET / HTTP/1.1\r\nHost: fstore\r\n\r\n",
-    "huge length prefix": struct.pack(">IBII", 0xFFFFFFFF, 1, 0, 0),
-    "unknown frame kind after HELLO": HELLO + frame(9, 1, b"\x80"),
-    "request before HELLO": frame(2, 1, b"\x81\xa2op\xa4ping"),
-    "second HELLO": HELLO + HELLO,
+# Bytes a member sends after TLS, given its own valid HELLO for that link.
+VIOLATIONS: dict[str, Callable[[bytes], bytes]] = {
+    "garbage": lambda hello: b"GET / HTTP/1.1\r\nHost: fstore\r\n\r\n",
+    "huge length prefix": lambda hello: struct.pack(">IBII", 0xFFFFFFFF, 1, 0, 0),
+    "unknown frame kind after HELLO": lambda hello: hello + frame(9, 1, b"\x80"),
+    "request before HELLO": lambda hello: PING,
+    "second HELLO": lambda hello: hello + hello,
 }
-TRUNCATED = {
-    "truncated HELLO, then close": HELLO[:10],
-    "truncated request after HELLO, then close": HELLO + frame(2, 1, b"\x81\xa2op\xa4ping")[:15],
+TRUNCATED: dict[str, Callable[[bytes], bytes]] = {
+    "truncated HELLO, then close": lambda hello: hello[:10],
+    "truncated request after HELLO, then close": lambda hello: hello + PING[:15],
 }
 # Well under the node's handshake timeout: the node must close for the violation itself.
 CLOSE_DEADLINE = HANDSHAKE_TIMEOUT / 3
 
 
-def hostile(address: str, data: bytes, *, shut_write: bool) -> tuple[list[wire.Frame], bool]:
-    """Send ``data`` (then half-close if asked); the node's frames, and whether it closed."""
-    host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(data)
+def hostile(
+    address: str, network: NetworkKey, make: Callable[[bytes], bytes], *, shut_write: bool
+) -> tuple[list[wire.Frame], bool]:
+    """As a member, send ``make(hello)`` (then end the TCP stream if asked, without a TLS
+    close_notify); the node's frames, and whether it closed."""
+    link = MemberLink(address, credentials(network))
+    with link.sock as sock:
+        sock.sendall(make(link.hello()))
         if shut_write:
-            sock.shutdown(socket.SHUT_WR)
+            socket.socket.shutdown(sock, socket.SHUT_WR)  # TCP only: TLS stays usable
         received, closed = read_until_closed(sock, CLOSE_DEADLINE)
     return decode_frames(received), closed
 
@@ -420,20 +426,20 @@ def test_hostile_bytes_close_the_connection_and_the_node_keeps_serving(
     a = cluster.agent("a", replicas=2)
     b = cluster.holder("b", peers=[a.address], replicas=2)
     wait_for_mesh([a], [a, b], MESH_TIMEOUT)
-    host, _, port = a.address.rpartition(":")
 
-    with socket.create_connection((host, int(port)), timeout=5) as idle:
-        idle.sendall(HELLO[:6])  # and then nothing: must not hold up anyone else
-        for case, data in VIOLATIONS.items():
-            frames, closed = hostile(a.address, data, shut_write=False)
+    idle = MemberLink(a.address, credentials(cluster.network))
+    with idle.sock:
+        idle.sock.sendall(idle.hello()[:6])  # and then nothing: must not hold up anyone else
+        for case, make in VIOLATIONS.items():
+            frames, closed = hostile(a.address, cluster.network, make, shut_write=False)
             assert closed, f"{case}: the node did not close the connection"
             kinds = [f.kind for f in frames]
             assert kinds[0] == wire.FrameKind.HELLO, f"{case}: {kinds}"
             assert wire.FrameKind.RESPONSE not in kinds, f"{case}: answered: {kinds}"
             assert kinds[-1] == wire.FrameKind.GOAWAY, f"{case}: no GOAWAY: {kinds}"
             assert frames[-1].meta["code"] == "protocol_error", f"{case}: {frames[-1].meta}"
-        for case, data in TRUNCATED.items():
-            frames, closed = hostile(a.address, data, shut_write=True)
+        for case, make in TRUNCATED.items():
+            frames, closed = hostile(a.address, cluster.network, make, shut_write=True)
             assert closed, f"{case}: the node did not close the connection"
             assert [f.kind for f in frames][:1] == [wire.FrameKind.HELLO], case
 
@@ -443,5 +449,5 @@ def test_hostile_bytes_close_the_connection_and_the_node_keeps_serving(
         cap = a.call("store", name="after", path=str(source))["capability"]
         assert a.call("delete_local", target=cap)["removed"] > 0
         assert_get(a, "after", tmp_path / "after.out", size, digest)
-        # The made-up node of the HELLOs above is not left behind as a peer.
+        # The hostile members above are not left behind as peers.
         wait_until(lambda: a.peer_ids() == {b.node_id}, LINK_TIMEOUT, "only b as a peer")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import stat
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from netutil import (
     wait_for_mesh,
     wait_until,
 )
+
+from fstore.trust import NetworkKey
 
 RUN_DEADLINE = 60.0  # for a command that should end on its own
 STOP_DEADLINE = 10.0  # from SIGTERM to exit
@@ -125,3 +128,81 @@ def test_demo_runs_and_matches(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "matches" in result.stdout
     assert "DOES NOT MATCH" not in result.stdout
+
+
+def run_node(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [fstore_node_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=RUN_DEADLINE,
+        check=False,
+    )
+
+
+def init_fields(output: str) -> dict[str, str]:
+    """``fstore-node init``'s ``name  value`` lines, by name."""
+    fields = {}
+    for line in output.splitlines():
+        for name in ("data directory", "node id", "network", "join token"):
+            if line.startswith(name + " "):
+                fields[name] = line[len(name) :].strip()
+    return fields
+
+
+def test_init_makes_a_network_prints_its_token_and_prints_the_same_again(tmp_path: Path) -> None:
+    data_dir = tmp_path / "a"
+    first = run_node("init", "--data-dir", str(data_dir))
+    assert first.returncode == 0, first.stderr
+    fields = init_fields(first.stdout)
+    assert fields["network"].endswith("(a new network)")
+    token = fields["join token"]
+    assert NetworkKey.from_token(token).secret == (data_dir / "network.key").read_bytes()
+    assert f"--join {token} --peer" in first.stdout
+    for name in ("identity.key", "network.key"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600
+
+    again = run_node("init", "--data-dir", str(data_dir))
+    assert again.returncode == 0, again.stderr
+    assert init_fields(again.stdout)["join token"] == token
+    assert init_fields(again.stdout)["node id"] == fields["node id"]
+    assert init_fields(again.stdout)["network"].endswith("(its network)")
+
+    joined = run_node("init", "--data-dir", str(tmp_path / "b"), "--join", token)
+    assert joined.returncode == 0, joined.stderr
+    assert init_fields(joined.stdout)["join token"] == token
+    assert init_fields(joined.stdout)["network"].endswith("(joined)")
+    assert init_fields(joined.stdout)["node id"] != fields["node id"]
+
+
+def test_join_mistakes_are_one_line_errors(tmp_path: Path) -> None:
+    made = run_node("init", "--data-dir", str(tmp_path / "a"))
+    token = init_fields(made.stdout)["join token"]
+    altered = token[:-3] + ("b" if token[-3] != "b" else "c") + token[-2:]
+    cases = {
+        "a mistyped token": (["--join", altered], 2, "check digits"),
+        "not a token": (["--join", "hello"], 2, "starts with 'fsn1:'"),
+        "a peer without a network": (
+            ["--peer", ":1", "--data-dir", str(tmp_path / "new")],
+            2,
+            "--peer needs --join TOKEN",
+        ),
+        "another network's token": (
+            ["--join", NetworkKey.generate().token, "--data-dir", str(tmp_path / "a")],
+            1,
+            "belongs to network",
+        ),
+    }
+    for case, (args, code, message) in cases.items():
+        for command in (["init"], []):
+            if "--peer" in args and command:
+                continue  # init takes no --peer
+            full = [*command, "--addr", "127.0.0.1:0", *args]
+            if "--data-dir" not in full:
+                full += ["--data-dir", str(tmp_path / "x")]
+            result = run_node(*full)
+            assert result.returncode == code, (case, command, result.stderr)
+            assert len(result.stderr.splitlines()) == 1, (case, result.stderr)
+            assert message in result.stderr, (case, result.stderr)
+            assert "Traceback" not in result.stderr
+    assert not (tmp_path / "new").exists()

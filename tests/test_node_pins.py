@@ -9,10 +9,15 @@ import uvloop
 
 from fstore.node import Node
 from fstore.store import Catalog
+from fstore.trust import NetworkKey
 
 
 async def store_on_two_nodes(root: Path) -> None:
-    async with Node(root / "a") as a, Node(root / "b", peers=[a.address]) as b:
+    network = NetworkKey.generate()
+    async with (
+        Node(root / "a", network=network) as a,
+        Node(root / "b", peers=[a.address], network=network) as b,
+    ):
         await b.wait_for_peers(1)
         await a.wait_for_peers(1)
         await b.store("one", os.urandom(3 * 1024 * 1024))

@@ -23,6 +23,9 @@ MiB = 1024 * KiB
 
 NODE_A = bytes(range(32))
 NODE_B = bytes(range(100, 132))
+PROOF_A = bytes(range(200, 232))  # what a HELLO proves is checked by fstore.trust, not here
+PROOF_B = bytes(range(50, 82))
+V = wire.VERSION
 HEADER = struct.Struct(">IBII")
 
 REQUEST, RESPONSE = FrameKind.REQUEST, FrameKind.RESPONSE
@@ -60,23 +63,23 @@ def packed(value: Any) -> bytes:
 
 
 def hello_bytes(node: bytes = NODE_B, addr: str | None = "10.0.0.2:5000") -> bytes:
-    return encoded(HELLO, 0, {"v": 1, "node": node, "addr": addr})
+    return encoded(HELLO, 0, {"v": V, "node": node, "addr": addr, "proof": PROOF_B})
 
 
 def pair() -> tuple[wire.Connection, wire.Connection]:
     """Two connections that have exchanged HELLOs."""
     a = wire.Connection(NODE_A, "10.0.0.1:5000")
     b = wire.Connection(NODE_B, None)
-    hello_a, hello_b = join(a.hello()), join(b.hello())
-    assert b.feed(hello_a) == [wire.HelloReceived(NODE_A, "10.0.0.1:5000")]
-    assert a.feed(hello_b) == [wire.HelloReceived(NODE_B, None)]
+    hello_a, hello_b = join(a.hello(PROOF_A)), join(b.hello(PROOF_B))
+    assert b.feed(hello_a) == [wire.HelloReceived(NODE_A, "10.0.0.1:5000", PROOF_A)]
+    assert a.feed(hello_b) == [wire.HelloReceived(NODE_B, None, PROOF_B)]
     return a, b
 
 
 def greeted() -> wire.Connection:
     """A connection that has sent its HELLO and received the peer's (NODE_B)."""
     conn = wire.Connection(NODE_A, None)
-    conn.hello()
+    conn.hello(PROOF_A)
     conn.feed(hello_bytes())
     return conn
 
@@ -403,23 +406,29 @@ def test_handshake() -> None:
 
 def test_requests_may_follow_hello_at_once() -> None:
     a = wire.Connection(NODE_A, None)
-    data = join(a.hello()) + join(a.request("ping", {})[1])  # without waiting for the peer
+    data = join(a.hello(PROOF_A)) + join(a.request("ping", {})[1])  # without waiting for the peer
     b = wire.Connection(NODE_B, None)
     assert [type(e) for e in b.feed(data)] == [wire.HelloReceived, wire.RequestReceived]
 
 
+GOOD_HELLO = {"v": V, "node": NODE_B, "addr": None, "proof": PROOF_B}
 BAD_HELLOS = {
-    "version 2": {"v": 2, "node": NODE_B, "addr": None},
-    "version 0": {"v": 0, "node": NODE_B, "addr": None},
-    "version True": {"v": True, "node": NODE_B, "addr": None},
-    "version 1.0": {"v": 1.0, "node": NODE_B, "addr": None},
-    "no version": {"node": NODE_B, "addr": None},
-    "node of 31 bytes": {"v": 1, "node": NODE_B[:31], "addr": None},
-    "node of 33 bytes": {"v": 1, "node": NODE_B + b"x", "addr": None},
-    "node as str": {"v": 1, "node": "b" * 32, "addr": None},
-    "no node": {"v": 1, "addr": None},
-    "addr as int": {"v": 1, "node": NODE_B, "addr": 5000},
-    "no addr": {"v": 1, "node": NODE_B},
+    "version 1 (before TLS)": {**GOOD_HELLO, "v": 1},
+    "version 3": {**GOOD_HELLO, "v": 3},
+    "version 0": {**GOOD_HELLO, "v": 0},
+    "version True": {**GOOD_HELLO, "v": True},
+    "version 2.0": {**GOOD_HELLO, "v": 2.0},
+    "no version": {k: v for k, v in GOOD_HELLO.items() if k != "v"},
+    "node of 31 bytes": {**GOOD_HELLO, "node": NODE_B[:31]},
+    "node of 33 bytes": {**GOOD_HELLO, "node": NODE_B + b"x"},
+    "node as str": {**GOOD_HELLO, "node": "b" * 32},
+    "no node": {k: v for k, v in GOOD_HELLO.items() if k != "node"},
+    "addr as int": {**GOOD_HELLO, "addr": 5000},
+    "no addr": {k: v for k, v in GOOD_HELLO.items() if k != "addr"},
+    "proof of 31 bytes": {**GOOD_HELLO, "proof": PROOF_B[:31]},
+    "proof of 33 bytes": {**GOOD_HELLO, "proof": PROOF_B + b"x"},
+    "proof as str": {**GOOD_HELLO, "proof": "p" * 32},
+    "no proof": {k: v for k, v in GOOD_HELLO.items() if k != "proof"},
 }
 
 
@@ -432,8 +441,8 @@ def test_bad_hello_is_refused(meta: dict[str, Any]) -> None:
 
 def test_hello_ignores_unknown_fields() -> None:
     conn = wire.Connection(NODE_A, None)
-    meta = {"v": 1, "node": NODE_B, "addr": "[::1]:5000", "future": [1, 2]}
-    assert conn.feed(encoded(HELLO, 0, meta)) == [wire.HelloReceived(NODE_B, "[::1]:5000")]
+    meta = {**GOOD_HELLO, "addr": "[::1]:5000", "future": [1, 2]}
+    assert conn.feed(encoded(HELLO, 0, meta)) == [wire.HelloReceived(NODE_B, "[::1]:5000", PROOF_B)]
 
 
 @pytest.mark.parametrize(
@@ -463,9 +472,12 @@ def test_hello_is_sent_once_and_first() -> None:
         conn.request("ping", {})
     with pytest.raises(ProtocolError, match="HELLO must be sent first"):
         conn.goaway("shutdown", "")
-    conn.hello()
+    for proof in (b"", PROOF_A[:31], PROOF_A + b"x"):
+        with pytest.raises(InvalidArgumentError, match="proof is 32 bytes"):
+            conn.hello(proof)
+    conn.hello(PROOF_A)
     with pytest.raises(ProtocolError, match="already sent"):
-        conn.hello()
+        conn.hello(PROOF_A)
 
 
 @pytest.mark.parametrize(("node", "addr"), [(b"short", None), (NODE_A, 5000), ("a" * 32, None)])
@@ -693,7 +705,7 @@ def test_connection_as_buffered_protocol() -> None:
 def fuzz(data: bytes, piece: int) -> None:
     """Feed ``data`` to a fresh connection in pieces: events or ProtocolError, nothing else."""
     conn = wire.Connection(NODE_A, None)
-    conn.hello()
+    conn.hello(PROOF_A)
     conn.request("ping", {})  # so that a RESPONSE on stream 1 is valid
     try:
         for start in range(0, len(data), piece):

@@ -1,6 +1,8 @@
 """The ``fstore-node`` command: run one node in the foreground (``fstore`` is in client.py).
 
-Heavy modules are imported inside the commands so ``--help`` stays instant.
+``fstore-node init`` prepares a data directory (identity, network) and prints
+the network's join token. Heavy modules are imported inside the commands so
+``--help`` stays instant.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fstore.trust import NetworkKey
 
 DEFAULT_ADDR = ":3000"
 HTTP_PORT_OFFSET = 10000
@@ -40,17 +46,31 @@ def default_data_dir(port: int) -> Path:
     return base / "fstore" / f"node-{port}"
 
 
-def node_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fstore-node",
-        description="Run an fstore node in the foreground (Ctrl-C or SIGTERM stops it).",
-    )
+def _add_place_options(p: argparse.ArgumentParser) -> None:
+    """The options that say which node: its address and data directory, and its network."""
     p.add_argument(
         "--addr",
         default=DEFAULT_ADDR,
         help="where to listen: :PORT listens on loopback only, HOST:PORT on HOST "
         f"(default {DEFAULT_ADDR})",
     )
+    p.add_argument("--data-dir", type=Path, help="default: ~/.local/share/fstore/node-PORT")
+    p.add_argument(
+        "--join",
+        metavar="TOKEN",
+        help="the join token of the network to belong to (printed by `fstore-node init` "
+        "on a member); needed once, it is kept in the data directory",
+    )
+
+
+def node_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fstore-node",
+        description="Run an fstore node in the foreground (Ctrl-C or SIGTERM stops it). "
+        "The first start makes a new network unless --join is given; "
+        "`fstore-node init` prepares a data directory and prints its join token.",
+    )
+    _add_place_options(p)
     p.add_argument(
         "--peer",
         action="append",
@@ -58,7 +78,6 @@ def node_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="a node to join through; repeatable; dialled until it answers",
     )
-    p.add_argument("--data-dir", type=Path, help="default: ~/.local/share/fstore/node-PORT")
     p.add_argument("--replicas", type=int, default=3, help="copies of every blob (default 3)")
     p.add_argument(
         "--namespace-file",
@@ -89,8 +108,23 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
+def init_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fstore-node init",
+        description="Prepare a node's data directory: its identity, and its network (a new "
+        "one, or the one of --join). Prints the node id and the network's join token; "
+        "run it again to print them again.",
+    )
+    _add_place_options(p)
+    return p
+
+
 def node_main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["init"]:
+        return init_main(argv[1:])
     args = node_parser().parse_args(argv)
+    from fstore.identity import has_network
     from fstore.net import parse_hostport
 
     try:
@@ -98,18 +132,70 @@ def node_main(argv: list[str] | None = None) -> int:
         http = parse_hostport(args.http or default_http(port))
         for peer in args.peer:
             parse_hostport(peer)
+        network = _join_network(args.join)
     except ValueError as e:
         print(f"fstore-node: {e}", file=sys.stderr)
+        return 2
+    data_dir = args.data_dir or default_data_dir(port)
+    if args.peer and network is None and not has_network(data_dir):
+        print(
+            "fstore-node: --peer needs --join TOKEN the first time, to say which network "
+            "to join (`fstore-node init` on a member prints its token); without --peer a "
+            "first start makes a new network",
+            file=sys.stderr,
+        )
         return 2
     setup_logging(args.verbose)
     import uvloop
 
-    data_dir = args.data_dir or default_data_dir(port)
+    from fstore.errors import FstoreError
+
     try:
-        uvloop.run(_run_node(args, f"{host}:{port}", http, data_dir))
-    except (ListenError, OSError) as e:
+        uvloop.run(_run_node(args, f"{host}:{port}", http, data_dir, network))
+    except (ListenError, OSError, FstoreError) as e:
         print(f"fstore-node: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _join_network(token: str | None) -> NetworkKey | None:
+    """The network of ``--join``; ValueError (InvalidJoinTokenError) if the token is bad."""
+    from fstore.errors import InvalidJoinTokenError
+    from fstore.trust import NetworkKey
+
+    try:
+        return NetworkKey.from_token(token) if token is not None else None
+    except InvalidJoinTokenError as e:
+        raise InvalidJoinTokenError(f"--join: {e}") from None
+
+
+def init_main(argv: list[str]) -> int:
+    args = init_parser().parse_args(argv)
+    from fstore.errors import FstoreError
+    from fstore.identity import Identity, load_network_key
+    from fstore.net import parse_hostport
+
+    try:
+        _, port = parse_hostport(args.addr)
+        network = _join_network(args.join)
+    except ValueError as e:
+        print(f"fstore-node init: {e}", file=sys.stderr)
+        return 2
+    data_dir = args.data_dir or default_data_dir(port)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        identity = Identity.load_or_create(data_dir)
+        key, created = load_network_key(data_dir, network)
+    except (OSError, FstoreError) as e:
+        print(f"fstore-node init: {e}", file=sys.stderr)
+        return 1
+    how = "a new network" if created else "joined" if network is not None else "its network"
+    print(f"data directory  {data_dir}")
+    print(f"node id         {identity.node_id.hex()}")
+    print(f"network         {key.network_id} ({how})")
+    print(f"join token      {key.token}")
+    print("Keep the token secret: whoever has it can join the network and store on it.")
+    print(f"Others join with:  fstore-node --join {key.token} --peer THIS_HOST:{port}")
     return 0
 
 
@@ -135,7 +221,11 @@ def _published(path: Path, text: str) -> Iterator[None]:
 
 
 async def _run_node(
-    args: argparse.Namespace, listen: str, http: tuple[str, int], data_dir: Path
+    args: argparse.Namespace,
+    listen: str,
+    http: tuple[str, int],
+    data_dir: Path,
+    network: NetworkKey | None,
 ) -> None:
     from fstore.http import HttpServer, format_hostport
     from fstore.node import Node
@@ -148,6 +238,7 @@ async def _run_node(
         data_dir,
         listen=listen,
         peers=args.peer,
+        network=network,
         replicas=args.replicas,
         durable=not args.no_fsync,
         namespace_file=args.namespace_file,
@@ -156,6 +247,12 @@ async def _run_node(
     async with contextlib.AsyncExitStack() as running:
         await _listen(node.start, listen)
         running.push_async_callback(node.stop)
+        if node.created_network:
+            print(
+                f"made a new network {node.network.network_id}; others join it with\n"
+                f"  fstore-node --join {node.network.token} --peer {node.address}",
+                flush=True,
+            )
         print(f"fstore-node {node.node_id.hex()} listening on {node.address}", flush=True)
         await _listen(server.start, f"{format_hostport(*http)} (HTTP)")
         running.push_async_callback(server.stop)

@@ -100,6 +100,14 @@ class InvalidCapabilityError(FstoreError, ValueError):
     """A capability string is malformed or was altered (its check digits do not match)."""
 
 
+class InvalidJoinTokenError(FstoreError, ValueError):
+    """A join token is malformed or was altered (its check digits do not match)."""
+
+
+class NetworkMismatchError(FstoreError):
+    """A data directory already belongs to another network than the one it is asked to join."""
+
+
 class NotFoundError(FstoreError):
     """No file by that name (or it was deleted), or no live node holds a needed blob."""
 
@@ -110,6 +118,15 @@ class NetworkError(FstoreError):
 
 class PeerUnavailableError(NetworkError):
     """A peer could not be reached, or its connection was lost or timed out."""
+
+
+class PeerRejectedError(NetworkError):
+    """A peer failed to prove it is a member of this network (docs/SECURITY.md).
+
+    Its certificate is not from this network, its node id does not match its
+    certificate, or it could not prove it holds the network key. The link is
+    closed before any request is served.
+    """
 
 
 class RemoteError(NetworkError):
@@ -139,8 +156,11 @@ __all__ = [
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidCapabilityError",
+    "InvalidJoinTokenError",
     "NetworkError",
+    "NetworkMismatchError",
     "NotFoundError",
+    "PeerRejectedError",
     "PeerUnavailableError",
     "ProtocolError",
     "RemoteError",

@@ -1,8 +1,9 @@
-"""A node's persistent secrets: its Ed25519 identity and its namespace secret.
+"""A node's persistent secrets: its Ed25519 identity, namespace secret and network key.
 
-Both live in the data directory as files readable only by the owner. The node
+All live in the data directory as files readable only by the owner. The node
 id is BLAKE3 of the raw Ed25519 public key; it is also the node's place in the
-XOR keyspace.
+XOR keyspace. The network key (``fstore.trust``) decides which network the
+node belongs to: one, for the life of the data directory.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fstore import _native
+from fstore.errors import NetworkMismatchError
+from fstore.trust import NETWORK_KEY_LEN, NetworkKey
 
 IDENTITY_FILE = "identity.key"
 NAMESPACE_FILE = "namespace.key"
+NETWORK_FILE = "network.key"
 NAMESPACE_SECRET_LEN = 32
 
 
@@ -64,3 +68,30 @@ def load_namespace_secret(data_dir: Path, secret_file: Path | None = None) -> by
     if len(secret) != NAMESPACE_SECRET_LEN:
         raise ValueError(f"{path}: a namespace secret is {NAMESPACE_SECRET_LEN} bytes")
     return secret
+
+
+def has_network(data_dir: Path) -> bool:
+    """Whether this data directory already belongs to a network."""
+    return (data_dir / NETWORK_FILE).exists()
+
+
+def load_network_key(data_dir: Path, join: NetworkKey | None = None) -> tuple[NetworkKey, bool]:
+    """The node's network key and whether it was created just now (a new network).
+
+    ``join`` is the network to belong to: kept the first time, and it must be the
+    same network on every later start (NetworkMismatchError otherwise). Without
+    it, the directory's network is used, or a new network is made on first start.
+    """
+    path = data_dir / NETWORK_FILE
+    created = not path.exists() and join is None
+    chosen = join or NetworkKey.generate()
+    secret = load_or_create(path, chosen.secret)
+    if len(secret) != NETWORK_KEY_LEN:
+        raise ValueError(f"{path}: a network key is {NETWORK_KEY_LEN} bytes")
+    network = NetworkKey(secret)
+    if join is not None and network != join:
+        raise NetworkMismatchError(
+            f"{data_dir} belongs to network {network.network_id}, not to the network "
+            f"{join.network_id} of this join token (a data directory is in one network)"
+        )
+    return network, created

@@ -64,6 +64,10 @@ class NodeMetrics:
         self.replication_failures = self._counter(
             "fstore_replication_failures", "Targets that failed to acknowledge a copy."
         )
+        self.peers_rejected = self._counter(
+            "fstore_peers_rejected",
+            "Connections dropped because the peer did not prove it is a network member.",
+        )
         self.verification_failures = Counter(
             "fstore_verification_failures",
             "Copies of blobs that did not match their address, by where they came from.",

@@ -1,6 +1,14 @@
-"""The asyncio adapter: one TCP connection to a peer, driving ``wire.Connection``.
+"""The asyncio adapter: one TLS connection to a peer, driving ``wire.Connection``.
 
-``PeerLink`` is an ``asyncio.BufferedProtocol``: the socket writes straight into
+Every link is mutual TLS 1.3 with the node's network credentials
+(``fstore.trust``): ``dial`` connects with TLS, and ``accept`` completes TLS on
+a socket the node's ``Listener`` accepted, logging every handshake that fails
+with the address it came from. Then both sides send HELLO. The peer's HELLO
+must name the node its certificate stands for and carry a valid proof of the
+network key; until it does, nothing the peer sends is served, and a peer that
+fails is logged and dropped.
+
+``PeerLink`` is an ``asyncio.BufferedProtocol``: TLS decrypts straight into
 the buffers the sans-IO decoder lends (a blob body lands in its final buffer),
 and every write waits for the transport to drain below its high-water mark,
 so a slow peer costs bounded memory. The link knows nothing about blobs or
@@ -14,17 +22,30 @@ import contextlib
 import logging
 import math
 import os
+import socket
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, cast
 
 from fstore import wire
-from fstore.errors import FstoreError, PeerUnavailableError, ProtocolError, RemoteError
+from fstore.errors import (
+    FstoreError,
+    PeerRejectedError,
+    PeerUnavailableError,
+    ProtocolError,
+    RemoteError,
+)
+from fstore.trust import LinkCredentials
 
 log = logging.getLogger("fstore.net")
 
-HANDSHAKE_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 10.0  # for the TLS handshake, and again for the peer's HELLO after it
+# How long closing a link waits for the peer to acknowledge the end of TLS.
+TLS_SHUTDOWN_TIMEOUT = 5.0
+LISTEN_BACKLOG = 128
+ACCEPT_RETRY_DELAY = 0.1
 REQUEST_TIMEOUT = 60.0
 # Requests from one peer served at once; more are answered "busy" (the codec's
 # hard limit, wire.MAX_INFLIGHT, is above this so a polite peer never hits it).
@@ -102,24 +123,28 @@ class RequestHandler(Protocol):
 class PeerLink(asyncio.BufferedProtocol):
     def __init__(
         self,
-        local_node: bytes,
+        credentials: LinkCredentials,
         local_addr: str | None,
         handler: RequestHandler,
         *,
         outbound: bool,
         on_ready: Callable[[PeerLink], None] = lambda link: None,
         on_closed: Callable[[PeerLink], None] = lambda link: None,
+        on_rejected: Callable[[PeerLink, str], None] = lambda link, reason: None,
         limits: LinkLimits = DEFAULT_LIMITS,
     ) -> None:
-        self._conn = wire.Connection(local_node, local_addr)
+        self._credentials = credentials
+        self._conn = wire.Connection(credentials.node_id, local_addr)
         self.limits = limits
         self._handler = handler
         self._on_ready = on_ready
         self._on_closed = on_closed
+        self._on_rejected = on_rejected
         self.outbound = outbound
-        self.peer_node: bytes | None = None
+        self.peer_node: bytes | None = None  # set once the peer's HELLO is verified
         self.peer_addr: str | None = None
-        self._transport: asyncio.Transport | None = None
+        self._transport: asyncio.Transport | None = None  # TLS, handshake done
+        self._peer_certificate = b""
         self._pending: dict[int, asyncio.Future[wire.ResponseReceived]] = {}
         self._serving: set[asyncio.Task[None]] = set()
         self._writable = asyncio.Event()
@@ -143,13 +168,28 @@ class PeerLink(asyncio.BufferedProtocol):
     # --- asyncio.BufferedProtocol -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's TCPTransport implements asyncio.Transport without subclassing it.
+        """TLS is up (the handshake verified the peer's certificate): say HELLO."""
+        # uvloop's SSL transport implements asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self._handshake_timer = asyncio.get_running_loop().call_later(
             self.limits.handshake_timeout, self._handshake_timed_out
         )
-        self._send(self._conn.hello())
+        ssl_object = transport.get_extra_info("ssl_object")
+        certificate = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        if not certificate:  # CERT_REQUIRED makes this unreachable; never serve without one
+            self._reject("no certificate")
+            self.abort("no certificate")
+            return
+        self._peer_certificate = certificate
+        proof = self._credentials.proof(outbound=self.outbound, peer_certificate=certificate)
+        self._send(self._conn.hello(proof))
+
+    def handshake_failed(self, peer: str, error: BaseException) -> None:
+        """The TLS handshake with ``peer`` (HOST:PORT) failed: log it, and end the link."""
+        self.peer_addr = self.peer_addr or peer
+        self._reject(f"TLS handshake failed: {tls_failure(error)}")
+        self._finish(None)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._conn.get_buffer(sizehint)
@@ -162,6 +202,8 @@ class PeerLink(asyncio.BufferedProtocol):
             self.go_away("protocol_error", str(e))
             return
         for event in events:
+            if self.is_closed():  # e.g. after a rejected HELLO: nothing more is served
+                break
             self._dispatch(event)
         self._watch_frame(completed=bool(events))
 
@@ -196,9 +238,16 @@ class PeerLink(asyncio.BufferedProtocol):
         self._stall_timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(exc)
+
+    def _finish(self, exc: Exception | None) -> None:
+        """Everything that ends with the connection; once, however it ended."""
+        if self.closed.done():
+            return
         for timer in (self._handshake_timer, self._frame_timer, self._stall_timer):
             self._cancel_timer(timer)
-        error = PeerUnavailableError(f"connection to {self.describe()} lost")
+        why = f": {tls_failure(exc)}" if exc is not None else ""
+        error = PeerUnavailableError(f"connection to {self.describe()} lost{why}")
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
@@ -219,6 +268,17 @@ class PeerLink(asyncio.BufferedProtocol):
         if isinstance(event, wire.HelloReceived):
             if self._handshake_timer is not None:
                 self._handshake_timer.cancel()
+            try:
+                self._credentials.check_peer(
+                    outbound=self.outbound,
+                    peer_certificate=self._peer_certificate,
+                    claimed_node=event.node,
+                    proof=event.proof,
+                )
+            except PeerRejectedError as e:
+                self._reject(str(e))
+                self.go_away("rejected", str(e))
+                return
             self.peer_node, self.peer_addr = event.node, event.addr
             if not self.ready.done():
                 self.ready.set_result(None)
@@ -322,7 +382,15 @@ class PeerLink(asyncio.BufferedProtocol):
 
     def _handshake_timed_out(self) -> None:
         if self.peer_node is None:
-            self._timed_out("no hello", "handshake_timeout")
+            self._timed_out("no HELLO", "handshake_timeout")
+
+    def _reject(self, reason: str) -> None:
+        """The peer failed to show it is a member: log it, and fail the dial if ours."""
+        log.warning("rejected %s: %s", self.describe(), reason)
+        if not self.ready.done():
+            self.ready.set_exception(PeerRejectedError(f"{self.describe()}: {reason}"))
+            self.ready.exception()  # mark retrieved: the dialer may have given up
+        self._on_rejected(self, reason)
 
     def _timed_out(self, what: str, limit: str) -> None:
         log.warning(
@@ -341,7 +409,7 @@ class PeerLink(asyncio.BufferedProtocol):
 
     @property
     def connected(self) -> bool:
-        """Whether a connection was ever made (a failed dial never makes one)."""
+        """Whether a connection was ever made (a failed dial or handshake never makes one)."""
         return self._transport is not None
 
     def is_closed(self) -> bool:
@@ -377,16 +445,144 @@ class PeerLink(asyncio.BufferedProtocol):
 
 
 async def dial(
-    host: str, port: int, factory: Callable[[], PeerLink], *, timeout: float = HANDSHAKE_TIMEOUT
+    host: str,
+    port: int,
+    factory: Callable[[], PeerLink],
+    context: ssl.SSLContext,
+    *,
+    timeout: float = HANDSHAKE_TIMEOUT,
 ) -> PeerLink:
-    """Connect and complete the handshake, or raise PeerUnavailableError."""
+    """Connect with TLS and complete the handshake.
+
+    Raises PeerRejectedError if TLS or HELLO show the peer is not a member (or it
+    does not take us for one), PeerUnavailableError if it cannot be reached.
+    """
     loop = asyncio.get_running_loop()
     try:
-        _, link = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
-        await asyncio.wait_for(asyncio.shield(link.ready), timeout)
+        _, link = await asyncio.wait_for(
+            loop.create_connection(
+                factory,
+                host,
+                port,
+                ssl=context,
+                server_hostname="",  # no SNI: peers are named by node id, not host name
+                ssl_handshake_timeout=timeout,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+            ),
+            timeout,
+        )
+    except ssl.SSLError as e:
+        raise PeerRejectedError(f"{host}:{port}: TLS handshake failed: {tls_failure(e)}") from e
     except (OSError, TimeoutError) as e:
         raise PeerUnavailableError(f"cannot reach {host}:{port}: {e}") from e
+    try:
+        await asyncio.wait_for(asyncio.shield(link.ready), timeout)
+    except TimeoutError as e:
+        link.abort("no HELLO")
+        raise PeerUnavailableError(f"{host}:{port} did not say HELLO in time") from e
     return link
+
+
+async def accept(
+    sock: socket.socket,
+    link: PeerLink,
+    context: ssl.SSLContext,
+    *,
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> None:
+    """Complete TLS as the server on an accepted ``sock``; ``link`` takes it from there.
+
+    A failed handshake (wrong or no certificate, not TLS, too slow) is logged with
+    the peer's address and ends the link; nothing is raised.
+    """
+    peer = format_peer(sock)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.connect_accepted_socket(
+            lambda: link,
+            sock,
+            ssl=context,
+            ssl_handshake_timeout=timeout,
+            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+        )
+    except (OSError, TimeoutError) as e:  # ssl.SSLError is an OSError
+        sock.close()
+        link.handshake_failed(peer, e)
+
+
+def format_peer(sock: socket.socket) -> str:
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return "?"
+    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
+
+
+class Listener:
+    """A listening socket whose connections are handed to ``on_connection`` (not awaited).
+
+    Accepting by hand, rather than through ``loop.create_server(ssl=...)``, is what
+    lets every failed TLS handshake be logged with its address.
+    """
+
+    def __init__(self, sock: socket.socket, on_connection: Callable[[socket.socket], None]) -> None:
+        self.sock = sock
+        self._on_connection = on_connection
+        self._task = asyncio.create_task(self._accept_forever())
+
+    @classmethod
+    async def bind(
+        cls, host: str, port: int, on_connection: Callable[[socket.socket], None]
+    ) -> Listener:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        if not infos:
+            raise OSError(f"cannot resolve {host!r}")
+        family, _, _, _, address = infos[0]
+        sock = socket.create_server(address[:2], family=family, backlog=LISTEN_BACKLOG)
+        sock.setblocking(False)
+        return cls(sock, on_connection)
+
+    @property
+    def address(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"{host}:{port}"
+
+    async def _accept_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self.sock)
+            except OSError as e:  # e.g. out of file descriptors: wait, do not spin
+                log.warning("accepting a connection failed: %s", e)
+                await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            conn.setblocking(False)
+            self._on_connection(conn)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self.sock.close()
+
+
+def tls_failure(error: BaseException) -> str:
+    """Why a TLS handshake or link failed, in words a node's operator can act on."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return "its certificate is not from this network (another network's node, or not fstore)"
+    reason = getattr(error, "reason", None)
+    if isinstance(error, ssl.SSLError) and isinstance(reason, str):
+        known = {
+            "TLSV1_ALERT_UNKNOWN_CA": "it does not accept our certificate (another network?)",
+            "TLSV13_ALERT_CERTIFICATE_REQUIRED": "it wants a certificate",
+            "PEER_DID_NOT_RETURN_A_CERTIFICATE": "it presented no certificate",
+            "WRONG_VERSION_NUMBER": "it does not speak TLS 1.3 (not an fstore node?)",
+            "UNSUPPORTED_PROTOCOL": "it does not speak TLS 1.3 (an old fstore or not fstore?)",
+            "HTTP_REQUEST": "it sent HTTP, not TLS",
+        }
+        return known.get(reason, f"{reason} ({error})")
+    return str(error) or type(error).__name__
 
 
 def parse_hostport(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:

@@ -42,13 +42,14 @@ from fstore.errors import (
     PeerUnavailableError,
     RemoteError,
 )
-from fstore.identity import Identity, load_namespace_secret
+from fstore.identity import Identity, load_namespace_secret, load_network_key
 from fstore.manifest import ChunkRef, Manifest
 from fstore.metrics import NodeMetrics, NodeStats
-from fstore.net import LinkLimits, PeerLink, Reply, parse_hostport
+from fstore.net import LinkLimits, Listener, PeerLink, Reply, parse_hostport
 from fstore.peers import Membership
 from fstore.records import HybridClock, NameKeys, NameValue, Version
 from fstore.store import BlobStore, Catalog
+from fstore.trust import LinkCredentials, NetworkKey
 
 log = logging.getLogger("fstore.node")
 
@@ -95,7 +96,12 @@ class FileEntry:
 
 
 class Node:
-    """One fstore node. Use as ``async with Node(...) as node:``."""
+    """One fstore node. Use as ``async with Node(...) as node:``.
+
+    ``network`` is the network to join (from its join token,
+    ``NetworkKey.from_token``); without it the data directory's network is used,
+    or a new network is made on first start (``created_network`` tells which).
+    """
 
     def __init__(
         self,
@@ -103,6 +109,7 @@ class Node:
         *,
         listen: str = "127.0.0.1:0",
         peers: Iterable[str] = (),
+        network: NetworkKey | None = None,
         replicas: int = 3,
         durable: bool = True,
         namespace_file: str | os.PathLike[str] | None = None,
@@ -118,6 +125,8 @@ class Node:
         self._bootstrap = list(peers)
         self.identity = Identity.load_or_create(self.data_dir)
         self.node_id = self.identity.node_id
+        self.network, self.created_network = load_network_key(self.data_dir, network)
+        self._credentials = LinkCredentials(self.identity.private_key, self.network, self.data_dir)
         secret = load_namespace_secret(
             self.data_dir, Path(namespace_file) if namespace_file else None
         )
@@ -132,7 +141,7 @@ class Node:
         # Verification failures per peer (in memory): a peer that served bytes not
         # matching their address is asked last in _fetch_blob from then on.
         self._lies: dict[bytes, int] = {}
-        self._server: asyncio.Server | None = None
+        self._server: Listener | None = None
         self._members: Membership | None = None
         self.address = ""
         self.metrics = NodeMetrics()
@@ -144,20 +153,17 @@ class Node:
     async def start(self) -> None:
         host, port = self._listen
         members = Membership(
-            self.node_id,
+            self._credentials,
             None,
             self._handle,
             on_peer=self._remember_peer,
+            on_rejected=lambda link, reason: self.metrics.peers_rejected.inc(),
             ping_interval=self._ping_interval,
             limits=self._limits,
         )
         self._members = members
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: members.link_factory(outbound=False), host, port, reuse_address=True
-        )
-        sock = self._server.sockets[0].getsockname()
-        self.address = f"{sock[0]}:{sock[1]}"
+        self._server = await Listener.bind(host, port, members.accept)
+        self.address = self._server.address
         # Advertised in every hello from now on; known only once bound (port 0).
         members.listen_addr = self.address
         remembered = [addr for _, addr, _ in self.catalog.known_peers()]
@@ -166,11 +172,9 @@ class Node:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            await self._server.close()
         if self._members is not None:
             await self._members.stop()
-        if self._server is not None:
-            await self._server.wait_closed()
         if self._pin_flush is not None:
             await self._pin_flush
         self.catalog.close()

@@ -12,11 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import weakref
 from collections.abc import Callable
 
-from fstore.errors import FstoreError, PeerUnavailableError
-from fstore.net import DEFAULT_LIMITS, LinkLimits, PeerLink, RequestHandler, dial, parse_hostport
+from fstore.errors import FstoreError, PeerRejectedError, PeerUnavailableError
+from fstore.net import (
+    DEFAULT_LIMITS,
+    LinkLimits,
+    PeerLink,
+    RequestHandler,
+    accept,
+    dial,
+    format_peer,
+    parse_hostport,
+)
+from fstore.trust import LinkCredentials
 
 log = logging.getLogger("fstore.peers")
 
@@ -24,24 +35,32 @@ BACKOFF_INITIAL = 0.2
 BACKOFF_MAX = 30.0
 PING_INTERVAL = 5.0
 PING_TIMEOUT = 10.0
+# Inbound connections still in the TLS handshake or waiting for HELLO: more are
+# closed at once, so strangers cannot use up the node's file descriptors and
+# memory. The limit per host keeps one flooding host from locking members out.
+MAX_UNAUTHENTICATED = 256
+MAX_UNAUTHENTICATED_PER_HOST = 16
 
 
 class Membership:
     def __init__(
         self,
-        node_id: bytes,
+        credentials: LinkCredentials,
         listen_addr: str | None,
         handler: RequestHandler,
         *,
         on_peer: Callable[[bytes, str | None], None] = lambda node, addr: None,
+        on_rejected: Callable[[PeerLink, str], None] = lambda link, reason: None,
         ping_interval: float = PING_INTERVAL,
         limits: LinkLimits = DEFAULT_LIMITS,
     ) -> None:
-        self.node_id = node_id
+        self.credentials = credentials
+        self.node_id = credentials.node_id
         self.limits = limits
         self.listen_addr = listen_addr
         self._handler = handler
         self._on_peer = on_peer
+        self._on_rejected = on_rejected
         self._ping_interval = ping_interval
         self.links: dict[bytes, PeerLink] = {}
         self._addr_node: dict[str, bytes] = {}
@@ -49,6 +68,8 @@ class Membership:
         self._tasks: set[asyncio.Task[None]] = set()
         # Weak: a failed dial leaves a link object that nothing else references.
         self._all_links: weakref.WeakSet[PeerLink] = weakref.WeakSet()
+        # Inbound links whose HELLO is not verified yet, and the host each came from.
+        self._unauthenticated: dict[PeerLink, str] = {}
         self._changed = asyncio.Condition()
         self._stopping = False
 
@@ -71,16 +92,35 @@ class Membership:
 
     def link_factory(self, *, outbound: bool) -> PeerLink:
         link = PeerLink(
-            self.node_id,
+            self.credentials,
             self.listen_addr,
             self._handler,
             outbound=outbound,
             on_ready=self._on_ready,
             on_closed=self._on_closed,
+            on_rejected=self._on_rejected,
             limits=self.limits,
         )
         self._all_links.add(link)
         return link
+
+    def accept(self, sock: socket.socket) -> None:
+        """Take a connection the node's listener accepted: TLS, then HELLO."""
+        peer = format_peer(sock)
+        host = peer.rpartition(":")[0]
+        waiting = list(self._unauthenticated.values())
+        if (
+            self._stopping
+            or len(waiting) >= MAX_UNAUTHENTICATED
+            or waiting.count(host) >= MAX_UNAUTHENTICATED_PER_HOST
+        ):
+            log.debug("refusing a connection from %s: too many not yet authenticated", peer)
+            sock.close()
+            return
+        link = self.link_factory(outbound=False)
+        self._unauthenticated[link] = host
+        context = self.credentials.server_context
+        self._spawn(accept(sock, link, context, timeout=self.limits.handshake_timeout))
 
     # --- queries --------------------------------------------------------------------
 
@@ -102,6 +142,7 @@ class Membership:
         return self.node_id if link.outbound else link.peer_node
 
     def _on_ready(self, link: PeerLink) -> None:
+        self._unauthenticated.pop(link, None)
         peer = link.peer_node
         assert peer is not None
         if peer == self.node_id:
@@ -125,6 +166,7 @@ class Membership:
 
     def _on_closed(self, link: PeerLink) -> None:
         self._all_links.discard(link)
+        self._unauthenticated.pop(link, None)
         if link.peer_node is not None and self.links.get(link.peer_node) is link:
             del self.links[link.peer_node]
             if not self._stopping:
@@ -166,11 +208,13 @@ class Membership:
                     host,
                     port,
                     lambda: self.link_factory(outbound=True),
+                    self.credentials.client_context,
                     timeout=self.limits.handshake_timeout,
                 )
-            except PeerUnavailableError as e:
+            except (PeerUnavailableError, PeerRejectedError) as e:
                 delay = backoff * random.uniform(0.5, 1.5)
-                log.info("peer %s not reachable (%s); retrying in %.1fs", addr, e, delay)
+                level = logging.WARNING if isinstance(e, PeerRejectedError) else logging.INFO
+                log.log(level, "peer %s: %s; retrying in %.1fs", addr, e, delay)
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue

@@ -28,8 +28,9 @@ from fstore.errors import InvalidArgumentError, ProtocolError
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
 
-VERSION: Final = 1
+VERSION: Final = 2  # 2: links are TLS 1.3 and HELLO carries a membership proof
 NODE_ID_SIZE: Final = 32
+PROOF_SIZE: Final = 32
 LENGTH_SIZE: Final = 4  # the length prefix, not counted in itself
 FIXED_SIZE: Final = 9  # kind, stream and meta_len: the part of `length` that is not meta or body
 HEADER_SIZE: Final = LENGTH_SIZE + FIXED_SIZE
@@ -43,7 +44,7 @@ SCRATCH_SIZE: Final = 256 * KiB
 ERROR_CODES: Final = frozenset(
     {"not_found", "bad_request", "bad_address", "too_large", "disk_full", "busy", "internal"}
 )
-GOAWAY_CODES: Final = frozenset({"protocol_error", "shutdown", "duplicate", "internal"})
+GOAWAY_CODES: Final = frozenset({"protocol_error", "shutdown", "duplicate", "rejected", "internal"})
 
 _HEADER: Final = struct.Struct(">IBII")
 
@@ -324,6 +325,7 @@ class FrameDecoder:
 class HelloReceived:
     node: bytes
     addr: str | None
+    proof: bytes  # of the network key, bound to both certificates (fstore.trust)
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,10 +458,13 @@ class Connection:
 
     # --- sending ----------------------------------------------------------------------
 
-    def hello(self) -> Writes:
+    def hello(self, proof: bytes) -> Writes:
+        """The first frame; ``proof`` shows this side holds the network key (fstore.trust)."""
         if self._hello_sent:
             raise ProtocolError("HELLO already sent")
-        meta = {"v": VERSION, "node": self._local_node, "addr": self._local_addr}
+        if not isinstance(proof, bytes) or len(proof) != PROOF_SIZE:
+            raise InvalidArgumentError(f"a HELLO proof is {PROOF_SIZE} bytes")
+        meta = {"v": VERSION, "node": self._local_node, "addr": self._local_addr, "proof": proof}
         writes = encode_frame(FrameKind.HELLO, 0, meta)
         self._hello_sent = True
         return writes
@@ -540,7 +545,10 @@ def _hello(meta: dict[str, Any]) -> HelloReceived:
     addr = meta["addr"]
     if addr is not None and not isinstance(addr, str):
         raise ProtocolError("HELLO addr is neither a str nor nil")
-    return HelloReceived(node, addr)
+    proof = meta.get("proof")
+    if not isinstance(proof, bytes) or len(proof) != PROOF_SIZE:
+        raise ProtocolError(f"HELLO proof is not {PROOF_SIZE} bytes")
+    return HelloReceived(node, addr, proof)
 
 
 def _code_and_msg(meta: dict[str, Any], what: str) -> tuple[str, str]:
@@ -557,6 +565,8 @@ __all__ = [
     "MAX_FRAME",
     "MAX_INFLIGHT",
     "MAX_META",
+    "NODE_ID_SIZE",
+    "PROOF_SIZE",
     "VERSION",
     "Connection",
     "Event",
