@@ -11,11 +11,16 @@ from cryptography.cobblestone import Cobblestone128Decryptor
 
 from fstore import _native
 from fstore.capability import Capability
-from fstore.errors import IntegrityError, InvalidCapabilityError, WrongKeyError
+from fstore.errors import (
+    IntegrityError,
+    InvalidArgumentError,
+    InvalidCapabilityError,
+    WrongKeyError,
+)
 from fstore.manifest import CONTEXT as MANIFEST_CONTEXT
 from fstore.manifest import ChunkRef, Manifest
 from fstore.placement import closest, distance
-from fstore.records import HybridClock, NameKeys, NameValue
+from fstore.records import HybridClock, NameKeys, NameValue, record_context
 
 
 def random_capability() -> Capability:
@@ -87,11 +92,77 @@ def test_name_records_are_namespace_private() -> None:
     assert mine.locator("picture_1.png") != theirs.locator("picture_1.png")
     assert mine.locator("a") != mine.locator("b")
     value = NameValue("picture_1.png", str(random_capability()), 10, os.urandom(32), 1.5)
-    sealed = mine.seal(value)
-    assert mine.open(sealed) == value
+    locator = mine.locator(value.name)
+    version = (1_700_000_000_000_000, os.urandom(32))
+    sealed = mine.seal(value, locator, version)
+    assert mine.open(sealed, locator, version) == value
     assert b"picture_1" not in sealed
     with pytest.raises(WrongKeyError):
-        theirs.open(sealed)
+        theirs.open(sealed, locator, version)
+    with pytest.raises(WrongKeyError):
+        theirs.open(sealed, theirs.locator(value.name), version)
+
+
+def test_name_record_is_bound_to_its_locator_and_version() -> None:
+    keys = NameKeys(os.urandom(32))
+    value = NameValue("notes.txt", str(random_capability()), 10, os.urandom(32), 1.5)
+    locator = keys.locator(value.name)
+    clock, node = 1_700_000_000_000_000, os.urandom(32)
+    sealed = keys.seal(value, locator, (clock, node))
+    assert keys.open(sealed, locator, (clock, node)) == value
+    # Moved to another locator (another name's, or any), or re-versioned (another
+    # clock, higher or lower, or another node id, even one bit off): it does not open.
+    elsewhere = [
+        (keys.locator("other.txt"), (clock, node)),
+        (os.urandom(32), (clock, node)),
+        (locator, (clock + 1, node)),
+        (locator, (clock - 1, node)),
+        (locator, (2**63 - 1, node)),
+        (locator, (clock, os.urandom(32))),
+        (locator, (clock, node[:-1] + bytes([node[-1] ^ 1]))),
+    ]
+    for other_locator, other_version in elsewhere:
+        with pytest.raises(WrongKeyError):
+            keys.open(sealed, other_locator, other_version)
+
+
+def test_name_record_context_layout() -> None:
+    """The seal's context is ``fstore/record/v2 || locator || be64(clock) || node id``,
+    checked by an independent Cobblestone implementation."""
+    secret = os.urandom(32)
+    keys = NameKeys(secret)
+    value = NameValue("a/b c.bin", None, 0, b"", 2.25)
+    locator = keys.locator(value.name)
+    clock, node = 0x0102030405060708, bytes(range(32))
+    sealed = keys.seal(value, locator, (clock, node))
+    context = b"fstore/record/v2" + locator + bytes(range(1, 9)) + node
+    assert record_context(locator, (clock, node)) == context
+    record_key = _native.derive_key("fstore 2026-11-24 name record key v1", secret, 16)
+    decryptor = Cobblestone128Decryptor(record_key, context)
+    raw = msgpack.unpackb(decryptor.update(sealed) + decryptor.finalize(), raw=False)
+    assert raw == {"name": "a/b c.bin", "cap": None, "size": 0, "blake3": b"", "at": 2.25}
+
+
+def test_garbage_and_misfiled_name_records_fail_their_check() -> None:
+    secret = os.urandom(32)
+    keys = NameKeys(secret)
+    locator = keys.locator("x")
+    version = (5, os.urandom(32))
+    for garbage in (b"", b"garbage", os.urandom(56 + 16), os.urandom(300)):
+        with pytest.raises(IntegrityError):
+            keys.open(garbage, locator, version)
+    value = NameValue("x", None, 0, b"", 1.0)
+    with pytest.raises(InvalidArgumentError):
+        keys.seal(value, keys.locator("y"), version)  # not the locator of "x"
+    # A record sealed (by a namespace member) under the locator of another name.
+    other = keys.locator("y")
+    misfiled = _native.seal(
+        _native.derive_key("fstore 2026-11-24 name record key v1", secret, 16),
+        record_context(other, version),
+        msgpack.packb({"name": "x", "cap": None, "size": 0, "blake3": b"", "at": 1.0}),
+    )
+    with pytest.raises(IntegrityError, match="another name"):
+        keys.open(misfiled, other, version)
 
 
 def test_hybrid_clock_never_repeats_or_goes_back() -> None:

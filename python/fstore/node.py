@@ -391,8 +391,8 @@ class Node:
 
     async def _put_name(self, value: NameValue) -> None:
         locator = self._names.locator(value.name)
-        record = self._names.seal(value)
         version: Version = (self._clock.now(self._latest_version(locator)), self.node_id)
+        record = self._names.seal(value, locator, version)
         # The writer always keeps its own names too, so `list` works offline.
         self.catalog.put_record(locator, record, version)
         await self._replicate(
@@ -417,24 +417,66 @@ class Node:
         await link.request("put_record", {"loc": locator, "rec": record, "ver": list(version)})
 
     async def _resolve(self, name: str) -> NameValue:
+        """The newest record of ``name`` that opens, from this node's copy and its peers'.
+
+        Any member can send any bytes with any version for a locator it has seen,
+        and a holder outside the namespace cannot tell (see ``_serve_put_record``):
+        so candidates are tried from the highest version down, and one that does
+        not open under its locator and version, or names another name, is skipped.
+        """
         locator = self._names.locator(name)
-        best = self.catalog.get_record(locator)
+        candidates: list[tuple[bytes, Version, bytes | None]] = []
+        held = self.catalog.get_record(locator)
+        if held is not None:
+            candidates.append((held[0], held[1], None))
         ranked = [n for n in self._members_by_distance(locator) if n != self.node_id]
         asked = ranked[: self.replicas + 2]
         results = await asyncio.gather(
             *(self._get_record_from(n, locator) for n in asked), return_exceptions=True
         )
-        for result in results:
-            if isinstance(result, tuple) and (best is None or result[1] > best[1]):
-                best = result
-        if best is None:
+        for node, result in zip(asked, results, strict=True):
+            if isinstance(result, tuple):
+                candidates.append((result[0], result[1], node))
+            elif isinstance(result, BaseException):
+                log.debug("get_record for %r from %s: %s", name, node.hex()[:12], result)
+        if not candidates:
             raise NotFoundError(f"no file named {name!r}")
-        value = self._names.open(best[0])
-        if value.name != name:
-            raise IntegrityError("a name record answered for another name")
-        if value.capability is None:
-            raise NotFoundError(f"{name!r} was deleted")
-        return value
+        tried: set[tuple[bytes, Version]] = set()
+        failed = 0
+        for record, version, source in sorted(candidates, key=lambda c: c[1], reverse=True):
+            if (record, version) in tried:
+                failed += 1  # the same bytes as a copy that already failed
+                continue
+            tried.add((record, version))
+            try:
+                value = self._names.open(record, locator, version)
+                if value.name != name:
+                    raise IntegrityError(f"it names {value.name!r}")
+            except IntegrityError as e:
+                failed += 1
+                log.warning(
+                    "skipped a copy of the record for %r at version %d/%s from %s: "
+                    "it failed its check (%s)",
+                    name,
+                    version[0],
+                    version[1].hex()[:12],
+                    self._describe_source(source),
+                    e,
+                )
+                continue
+            if value.capability is None:
+                raise NotFoundError(f"{name!r} was deleted")
+            return value
+        raise IntegrityError(
+            f"every copy of the record for {name!r} failed its check ({failed} copies, "
+            "none of which opens under the namespace's key)"
+        )
+
+    def _describe_source(self, node: bytes | None) -> str:
+        if node is None:
+            return "this node's catalog"
+        link = self.members.live().get(node)
+        return link.describe() if link is not None else f"peer {node.hex()[:12]}"
 
     async def _get_record_from(self, node: bytes, locator: bytes) -> tuple[bytes, Version] | None:
         link = self.members.live().get(node)
@@ -456,9 +498,11 @@ class Node:
 
     async def list(self) -> list[FileEntry]:
         """Every live name of this node's namespace that the network holds."""
-        records: dict[bytes, tuple[bytes, Version]] = {
-            loc: (rec, ver) for loc, rec, ver in self.catalog.records()
-        }
+        # Every copy of every record, by locator: a copy that does not open (garbage,
+        # or a record moved to another version) must not hide an older one that does.
+        records: dict[bytes, set[tuple[Version, bytes]]] = {}
+        for loc, rec, ver in self.catalog.records():
+            records.setdefault(loc, set()).add((ver, rec))
         links = list(self.members.live().values())
         results = await asyncio.gather(
             *(_records_held_by(link) for link in links), return_exceptions=True
@@ -468,20 +512,23 @@ class Node:
                 log.debug("listing records: %s", result)
                 continue
             for loc, rec, ver in result:
-                if loc not in records or ver > records[loc][1]:
-                    records[loc] = (rec, ver)
+                records.setdefault(loc, set()).add((ver, rec))
         entries = []
-        for record, _ in records.values():
-            try:
-                value = self._names.open(record)
-            except FstoreError:
-                continue  # another namespace's record: ciphertext to us
-            if value.capability is not None:
-                entries.append(
-                    FileEntry(
-                        value.name, value.size, value.blake3, value.stored_at, value.capability
+        for loc, copies in records.items():
+            for ver, rec in sorted(copies, key=lambda c: c[0], reverse=True):
+                try:
+                    value = self._names.open(rec, loc, ver)
+                except FstoreError:
+                    # Another namespace's record (ciphertext to us), or a bad copy:
+                    # the two cannot be told apart without the name.
+                    continue
+                if value.capability is not None:
+                    entries.append(
+                        FileEntry(
+                            value.name, value.size, value.blake3, value.stored_at, value.capability
+                        )
                     )
-                )
+                break
         return sorted(entries, key=lambda e: e.name)
 
     # --- get ------------------------------------------------------------------------
@@ -682,8 +729,38 @@ class Node:
         parsed = _record_entry([meta.get("loc"), meta.get("rec"), meta.get("ver")])
         if parsed is None:
             raise RemoteError("bad_request", "malformed record")
-        self.catalog.put_record(*parsed)
+        locator, record, version = parsed
+        # Storage is "highest version wins": a holder outside the record's namespace
+        # has no key to check it with, so any member can replace a record with
+        # garbage or with a genuine record under a higher version it was not sealed
+        # with. Readers skip such copies (_resolve). A node of the namespace can
+        # check, and does not give up a record that opens for one that does not;
+        # the put is acknowledged and ignored, like any put it does not keep.
+        held = self.catalog.get_record(locator)
+        if (
+            held is not None
+            and version > held[1]
+            and self._opens(locator, held[0], held[1])
+            and not self._opens(locator, record, version)
+        ):
+            log.warning(
+                "%s sent a record at version %d/%s that does not open over one of this "
+                "namespace that does; kept the one held",
+                link.describe(),
+                version[0],
+                version[1].hex()[:12],
+            )
+            return Reply({})
+        self.catalog.put_record(locator, record, version)
         return Reply({})
+
+    def _opens(self, locator: bytes, record: bytes, version: Version) -> bool:
+        """Whether ``record`` is one of this namespace's, sealed for ``locator`` at ``version``."""
+        try:
+            self._names.open(record, locator, version)
+        except IntegrityError:
+            return False
+        return True
 
     async def _serve_get_record(
         self, link: PeerLink, meta: dict[str, Any], body: memoryview
