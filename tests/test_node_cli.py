@@ -174,6 +174,18 @@ def test_init_makes_a_network_prints_its_token_and_prints_the_same_again(tmp_pat
     assert init_fields(joined.stdout)["network"].endswith("(joined)")
     assert init_fields(joined.stdout)["node id"] != fields["node id"]
 
+    # "--join -" reads the token from standard input, out of sight of `ps`.
+    piped = subprocess.run(
+        [fstore_node_command(), "init", "--data-dir", str(tmp_path / "c"), "--join", "-"],
+        input=token + "\n",
+        capture_output=True,
+        text=True,
+        timeout=RUN_DEADLINE,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert init_fields(piped.stdout)["join token"] == token
+
 
 def test_join_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     made = run_node("init", "--data-dir", str(tmp_path / "a"))

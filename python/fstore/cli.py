@@ -59,7 +59,8 @@ def _add_place_options(p: argparse.ArgumentParser) -> None:
         "--join",
         metavar="TOKEN",
         help="the join token of the network to belong to (printed by `fstore-node init` "
-        "on a member); needed once, it is kept in the data directory",
+        "on a member), or - to read it from standard input (it stays out of the process "
+        "list); needed once, it is kept in the data directory",
     )
 
 
@@ -163,6 +164,8 @@ def _join_network(token: str | None) -> NetworkKey | None:
     from fstore.errors import InvalidJoinTokenError
     from fstore.trust import NetworkKey
 
+    if token == "-":
+        token = sys.stdin.readline()
     try:
         return NetworkKey.from_token(token) if token is not None else None
     except InvalidJoinTokenError as e:
