@@ -472,7 +472,7 @@ async def dial(
             timeout,
         )
     except ssl.SSLError as e:
-        raise PeerRejectedError(f"{host}:{port}: TLS handshake failed: {tls_failure(e)}") from e
+        raise PeerRejectedError(f"{host}:{port} TLS handshake failed: {tls_failure(e)}") from e
     except (OSError, TimeoutError) as e:
         raise PeerUnavailableError(f"cannot reach {host}:{port}: {e}") from e
     try:
@@ -567,6 +567,11 @@ class Listener:
         self.sock.close()
 
 
+CLOSED_IN_HANDSHAKE = (
+    "it closed the connection (a node of another network refusing our certificate?)"
+)
+
+
 def tls_failure(error: BaseException) -> str:
     """Why a TLS handshake or link failed, in words a node's operator can act on."""
     if isinstance(error, ssl.SSLCertVerificationError):
@@ -580,8 +585,13 @@ def tls_failure(error: BaseException) -> str:
             "WRONG_VERSION_NUMBER": "it does not speak TLS 1.3 (not an fstore node?)",
             "UNSUPPORTED_PROTOCOL": "it does not speak TLS 1.3 (an old fstore or not fstore?)",
             "HTTP_REQUEST": "it sent HTTP, not TLS",
+            "UNEXPECTED_EOF_WHILE_READING": CLOSED_IN_HANDSHAKE,
         }
         return known.get(reason, f"{reason} ({error})")
+    if isinstance(error, (ConnectionResetError, BrokenPipeError)):
+        return CLOSED_IN_HANDSHAKE
+    if isinstance(error, TimeoutError):
+        return "not finished in time"
     return str(error) or type(error).__name__
 
 

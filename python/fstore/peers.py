@@ -214,7 +214,7 @@ class Membership:
             except (PeerUnavailableError, PeerRejectedError) as e:
                 delay = backoff * random.uniform(0.5, 1.5)
                 level = logging.WARNING if isinstance(e, PeerRejectedError) else logging.INFO
-                log.log(level, "peer %s: %s; retrying in %.1fs", addr, e, delay)
+                log.log(level, "%s; retrying in %.1fs", e, delay)  # e names the address
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
