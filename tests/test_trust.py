@@ -21,7 +21,7 @@ from netutil import credentials
 
 from fstore.errors import InvalidJoinTokenError, NetworkMismatchError, PeerRejectedError
 from fstore.identity import NETWORK_FILE, has_network, load_network_key
-from fstore.trust import DIALER, LISTENER, NetworkKey, make_proof, node_id_of
+from fstore.trust import DIALER, LISTENER, LinkCredentials, NetworkKey, make_proof, node_id_of
 
 NETWORK = NetworkKey(bytes(range(32)))
 RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -121,6 +121,25 @@ def test_a_certificate_with_another_kind_of_key_names_no_node() -> None:
 # --- proofs --------------------------------------------------------------------------------
 
 
+def refused(
+    checker: LinkCredentials,
+    peer: LinkCredentials,
+    proof: bytes,
+    *,
+    outbound: bool = False,
+    claim: bytes | None = None,
+) -> str:
+    """``checker`` refuses ``peer``'s HELLO (``claim`` or its own id, and ``proof``): why."""
+    with pytest.raises(PeerRejectedError) as refusal:
+        checker.check_peer(
+            outbound=outbound,
+            peer_certificate=peer.certificate_der,
+            claimed_node=claim or peer.node_id,
+            proof=proof,
+        )
+    return str(refusal.value)
+
+
 def test_a_proof_verifies_only_on_its_own_link_in_its_own_role() -> None:
     dialer, listener, relay = (credentials(NETWORK) for _ in range(3))
     proof = dialer.proof(outbound=True, peer_certificate=listener.certificate_der)
@@ -132,42 +151,18 @@ def test_a_proof_verifies_only_on_its_own_link_in_its_own_role() -> None:
         proof=proof,
     )
     # Relayed: the relay forwards the dialer's proof on its own link to the listener.
-    with pytest.raises(PeerRejectedError, match="no valid proof"):
-        listener.check_peer(
-            outbound=False,
-            peer_certificate=relay.certificate_der,
-            claimed_node=relay.node_id,
-            proof=proof,
-        )
+    assert "no valid proof" in refused(listener, relay, proof)
     # Relayed the other way: the relay dialled the dialer and shows it the listener's proof.
-    with pytest.raises(PeerRejectedError, match="no valid proof"):
-        relay.check_peer(
-            outbound=False,
-            peer_certificate=dialer.certificate_der,
-            claimed_node=dialer.node_id,
-            proof=proof,
-        )
+    assert "no valid proof" in refused(relay, dialer, proof)
     # Reflected: the listener's own role, so the dialer's proof is not the listener's.
-    with pytest.raises(PeerRejectedError, match="no valid proof"):
-        listener.check_peer(
-            outbound=True,
-            peer_certificate=dialer.certificate_der,
-            claimed_node=dialer.node_id,
-            proof=proof,
-        )
+    assert "no valid proof" in refused(listener, dialer, proof, outbound=True)
 
 
 def test_a_proof_needs_the_network_key() -> None:
     dialer, listener = credentials(NETWORK), credentials(NETWORK)
     other = NetworkKey.generate()
     forged = make_proof(other.proof_key(), DIALER, dialer.certificate_der, listener.certificate_der)
-    with pytest.raises(PeerRejectedError, match="no valid proof"):
-        listener.check_peer(
-            outbound=False,
-            peer_certificate=dialer.certificate_der,
-            claimed_node=dialer.node_id,
-            proof=forged,
-        )
+    assert "no valid proof" in refused(listener, dialer, forged)
     # The right key makes the same proof the dialer would.
     assert make_proof(
         NETWORK.proof_key(), DIALER, dialer.certificate_der, listener.certificate_der
@@ -178,13 +173,7 @@ def test_a_proof_needs_the_network_key() -> None:
 def test_a_peer_must_claim_the_node_its_certificate_names() -> None:
     dialer, listener, victim = (credentials(NETWORK) for _ in range(3))
     proof = dialer.proof(outbound=True, peer_certificate=listener.certificate_der)
-    with pytest.raises(PeerRejectedError, match="claims node id"):
-        listener.check_peer(
-            outbound=False,
-            peer_certificate=dialer.certificate_der,
-            claimed_node=victim.node_id,
-            proof=proof,
-        )
+    assert "claims node id" in refused(listener, dialer, proof, claim=victim.node_id)
 
 
 # --- key files -----------------------------------------------------------------------------
