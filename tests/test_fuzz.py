@@ -307,8 +307,8 @@ def test_huge_lengths_never_allocate_beyond_one_frame(header: bytes, refused: bo
     if refused:
         assert peak < 32 * KiB
     else:
-        (length,) = struct.unpack_from(">I", header)
-        assert length - 100 < peak <= wire.MAX_FRAME + 32 * KiB  # its buffer, nothing more
+        # Its buffer, nothing more: a fresh one, or none if a pooled one was free.
+        assert peak <= wire.MAX_FRAME + 32 * KiB
 
 
 # --- the request handlers ----------------------------------------------------------------

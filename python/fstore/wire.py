@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
@@ -202,8 +203,45 @@ def _unpack_meta(data: Buffer) -> dict[str, Any]:
 @dataclass(slots=True)
 class _LargeFrame:
     header: _Header
-    buffer: bytearray  # meta + body, exactly
+    buffer: memoryview  # meta + body, exactly
     filled: int
+
+
+class _LargeBuffers:
+    """Reusable receive buffers for large frames, shared by the decoders of a process.
+
+    A fresh buffer per blob costs zero-filling it and faulting its pages in
+    (writing into never-touched memory is several times slower here), on the
+    event loop's thread. A buffer is lent again only once nothing references it:
+    a body handed out earlier keeps its buffer referenced (through its memoryview,
+    or a native borrower's Py_buffer) until its last user drops it, so a body is
+    never overwritten while anything can still see it. Decoders run on one event
+    loop thread; the counts are read there.
+    """
+
+    def __init__(self, count: int, size: int) -> None:
+        self._count = count
+        self._size = size
+        self._buffers: list[bytearray] = []
+        probe = [bytearray(1)]
+        # References a buffer has when only this pool holds it, counted the way
+        # _free_buffer counts them (the list's, and getrefcount's argument).
+        self._unreferenced = sys.getrefcount(probe[0])
+
+    def take(self, size: int) -> memoryview:
+        if size > self._size:
+            return memoryview(bytearray(size))
+        for i in range(len(self._buffers)):
+            if sys.getrefcount(self._buffers[i]) <= self._unreferenced:
+                return memoryview(self._buffers[i])[:size]
+        buffer = bytearray(self._size)
+        if len(self._buffers) < self._count:
+            self._buffers.append(buffer)
+        return memoryview(buffer)[:size]
+
+
+LARGE_BUFFERS: Final = 8  # at most 8 buffers of MAX_FRAME - 9 bytes, about 33 MiB, per process
+_large_buffers = _LargeBuffers(LARGE_BUFFERS, MAX_FRAME - FIXED_SIZE)
 
 
 class FrameDecoder:
@@ -313,7 +351,7 @@ class FrameDecoder:
 
     def _start_large(self, header: _Header, received: memoryview) -> None:
         # The scratch buffer is smaller than this frame, so `received` is only a part of it.
-        buffer = bytearray(header.size)
+        buffer = _large_buffers.take(header.size)
         buffer[: len(received)] = received
         self._large = _LargeFrame(header, buffer, len(received))
 
@@ -561,6 +599,7 @@ def _code_and_msg(meta: dict[str, Any], what: str) -> tuple[str, str]:
 __all__ = [
     "ERROR_CODES",
     "GOAWAY_CODES",
+    "LARGE_BUFFERS",
     "MAX_BODY",
     "MAX_FRAME",
     "MAX_INFLIGHT",
