@@ -249,7 +249,7 @@ class FrameDecoder:
 
     Headers and frames up to ``scratch_size`` bytes are received into one
     scratch buffer, allocated once; their bodies are copied out. A larger frame
-    gets a buffer of exactly its size as soon as its header is in, and the
+    gets a buffer (``_LargeBuffers``) as soon as its header is in, and the
     decoder lends views into it, so its body is written once, by the socket.
     """
 
