@@ -246,7 +246,7 @@ class PeerLink(asyncio.BufferedProtocol):
             return
         for timer in (self._handshake_timer, self._frame_timer, self._stall_timer):
             self._cancel_timer(timer)
-        why = f": {tls_failure(exc)}" if exc is not None else ""
+        why = f": {connection_failure(exc)}" if exc is not None else ""
         error = PeerUnavailableError(f"connection to {self.describe()} lost{why}")
         for future in self._pending.values():
             if not future.done():
@@ -570,6 +570,13 @@ class Listener:
 CLOSED_IN_HANDSHAKE = (
     "it closed the connection (a node of another network refusing our certificate?)"
 )
+
+
+def connection_failure(error: BaseException) -> str:
+    """Why an established link ended, for its log line."""
+    if isinstance(error, ssl.SSLError):
+        return tls_failure(error)
+    return str(error) or type(error).__name__
 
 
 def tls_failure(error: BaseException) -> str:
