@@ -114,13 +114,23 @@ def test_layout_is_exact() -> None:
         b"\x00\x00\x00\x12\x02\x00\x00\x00\x07\x00\x00\x00\x09\x81\xa2op\xa4ping"
     )
     # The HELLO example of docs/PROTOCOL.md, section 4.
-    assert encoded(HELLO, 0, {"v": 1, "node": bytes(range(32)), "addr": "127.0.0.1:5000"}) == (
+    hello = {
+        "v": 2,
+        "node": bytes(range(32)),
+        "addr": "127.0.0.1:5000",
+        "proof": bytes(range(0xA0, 0xC0)),
+    }
+    assert encoded(HELLO, 0, hello) == (
         bytes.fromhex(
-            "00000048 01 00000000 0000003f 83a17601a46e6f6465c420"
+            "00000070 01 00000000 00000067 84a17602a46e6f6465c420"
             "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
             "a461646472ae3132372e302e302e313a35303030"
+            "a570726f6f66c420"
+            "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
         )
     )
+    conn = wire.Connection(bytes(range(32)), "127.0.0.1:5000")
+    assert join(conn.hello(bytes(range(0xA0, 0xC0)))) == encoded(HELLO, 0, hello)
     assert encoded(RESPONSE, 0x01020304, {}, b"xyz") == (
         b"\x00\x00\x00\x0d\x03\x01\x02\x03\x04\x00\x00\x00\x01\x80xyz"
     )
