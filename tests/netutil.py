@@ -587,12 +587,17 @@ def credentials(network: NetworkKey, identity: Ed25519PrivateKey | None = None) 
         return LinkCredentials(identity or Ed25519PrivateKey.generate(), network, Path(scratch))
 
 
-def connect(address: str, *, rcvbuf: int | None = None, timeout: float = 5.0) -> socket.socket:
-    """A plain TCP connection to ``address`` (``rcvbuf`` set before connecting, if given)."""
+def connect(
+    address: str, *, rcvbuf: int | None = None, timeout: float = 5.0, source: str | None = None
+) -> socket.socket:
+    """A plain TCP connection to ``address``: from the IP address ``source`` if given, with
+    ``rcvbuf`` set before connecting if given."""
     host, _, port = address.rpartition(":")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf is not None:  # before connecting, so the window is small from the start
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if source is not None:
+        sock.bind((source, 0))
     sock.settimeout(timeout)
     sock.connect((host, int(port)))
     return sock

@@ -223,15 +223,6 @@ def test_a_proof_from_another_link_is_rejected(
         assert member.request("ping", {}).ok
 
 
-def source_connection(address: str, source: str) -> socket.socket:
-    host, _, port = address.rpartition(":")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((source, 0))
-    sock.settimeout(5)
-    sock.connect((host, int(port)))
-    return sock
-
-
 def test_a_flood_of_silent_connections_from_one_host_does_not_lock_out_members(
     cluster: Cluster, network: tuple[NodeProcess, Agent, str]
 ) -> None:
@@ -240,11 +231,9 @@ def test_a_flood_of_silent_connections_from_one_host_does_not_lock_out_members(
     another host is served throughout; once the flood ends, the host is served again."""
     holder, _, _ = network
     flooder = "127.0.0.2"
-    silent = [
-        source_connection(holder.address, flooder) for _ in range(MAX_UNAUTHENTICATED_PER_HOST)
-    ]
+    silent = [connect(holder.address, source=flooder) for _ in range(MAX_UNAUTHENTICATED_PER_HOST)]
     try:
-        refused = source_connection(holder.address, flooder)
+        refused = connect(holder.address, source=flooder)
         with refused:
             start = time.monotonic()
             _, closed = read_until_closed(refused, HANDSHAKE_TIMEOUT / 2)
@@ -259,7 +248,7 @@ def test_a_flood_of_silent_connections_from_one_host_does_not_lock_out_members(
             sock.close()
 
     def accepted_again() -> bool:
-        with source_connection(holder.address, flooder) as sock:
+        with connect(holder.address, source=flooder) as sock:
             _, closed = read_until_closed(sock, 0.5)
             return not closed
 

@@ -19,7 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from netutil import credentials
 
-from fstore.errors import InvalidJoinTokenError, NetworkMismatchError, PeerRejectedError
+from fstore.errors import (
+    InvalidJoinTokenError,
+    NetworkMismatchError,
+    PeerRejectedError,
+    StorageError,
+)
 from fstore.identity import NETWORK_FILE, has_network, load_network_key
 from fstore.trust import DIALER, LISTENER, LinkCredentials, NetworkKey, make_proof, node_id_of
 
@@ -195,6 +200,12 @@ def test_joining_keeps_the_token_and_another_network_is_refused(tmp_path: Path) 
     with pytest.raises(NetworkMismatchError, match="belongs to network"):
         load_network_key(tmp_path, NetworkKey.generate())
     assert load_network_key(tmp_path) == (NETWORK, False)
+
+
+def test_a_damaged_network_key_file_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / NETWORK_FILE).write_bytes(b"short")
+    with pytest.raises(StorageError, match="damaged"):
+        load_network_key(tmp_path)
 
 
 def test_the_private_key_file_for_tls_does_not_outlive_loading(tmp_path: Path) -> None:

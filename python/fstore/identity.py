@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fstore import _native
-from fstore.errors import NetworkMismatchError
+from fstore.errors import NetworkMismatchError, StorageError
 from fstore.trust import NETWORK_KEY_LEN, NetworkKey
 
 IDENTITY_FILE = "identity.key"
@@ -66,7 +66,7 @@ def load_namespace_secret(data_dir: Path, secret_file: Path | None = None) -> by
     path = secret_file or data_dir / NAMESPACE_FILE
     secret = load_or_create(path, os.urandom(NAMESPACE_SECRET_LEN))
     if len(secret) != NAMESPACE_SECRET_LEN:
-        raise ValueError(f"{path}: a namespace secret is {NAMESPACE_SECRET_LEN} bytes")
+        raise StorageError(f"{path}: a namespace secret is {NAMESPACE_SECRET_LEN} bytes")
     return secret
 
 
@@ -87,7 +87,7 @@ def load_network_key(data_dir: Path, join: NetworkKey | None = None) -> tuple[Ne
     chosen = join or NetworkKey.generate()
     secret = load_or_create(path, chosen.secret)
     if len(secret) != NETWORK_KEY_LEN:
-        raise ValueError(f"{path}: a network key is {NETWORK_KEY_LEN} bytes")
+        raise StorageError(f"{path} is damaged: a network key is {NETWORK_KEY_LEN} bytes")
     network = NetworkKey(secret)
     if join is not None and network != join:
         raise NetworkMismatchError(
