@@ -2,7 +2,7 @@
 
 On one machine the three nodes of a store share one disk, so a durable store can go no faster
 than three processes that write the same blob files at the same time with the same pattern as
-``fstore.store.BlobStore.put``:
+``fstore.storage.blobs.BlobStore.put``:
 
 1. write the bytes to a new temporary file in ``blobs/tmp`` (``mkstemp``) and fsync it;
 2. create ``blobs/ab`` and ``blobs/ab/cd`` if this writer has not made them yet;
@@ -29,7 +29,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-from fstore.store import fsync_dir
+from fstore.storage.blobs import fsync_dir
 
 START_TIMEOUT = 60.0  # a writer process is ready within a second or two
 RUN_TIMEOUT = 600.0

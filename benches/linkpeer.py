@@ -18,7 +18,7 @@ from typing import cast
 import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fstore.trust import LinkCredentials, NetworkKey
+from fstore.net.trust import LinkCredentials, NetworkKey
 
 BUFFER = 1 << 20
 

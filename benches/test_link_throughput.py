@@ -3,7 +3,7 @@
 The sender (this process) writes 4 MiB views of one buffer with uvloop, waiting whenever the
 transport pauses it, as ``PeerLink`` does; the receiver (``benches/linkpeer.py``, its own
 process) reads into a reused page-aligned buffer and answers one byte at the end. ``tls`` uses
-fstore's own TLS 1.3 contexts (``fstore.trust.LinkCredentials``: mutual authentication with
+fstore's own TLS 1.3 contexts (``fstore.net.trust.LinkCredentials``: mutual authentication with
 the network's certificates); ``tcp`` is the same transfer without TLS, the obvious
 alternative. The difference is what encryption and authentication of links cost on this
 machine; the end-to-end figures with TLS on are in test_network_throughput.py.
@@ -25,7 +25,7 @@ import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from benches.measure import Bench
-from fstore.trust import LinkCredentials, NetworkKey
+from fstore.net.trust import LinkCredentials, NetworkKey
 
 TOTAL = 1 << 30
 PIECE = 4 << 20

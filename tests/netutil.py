@@ -34,10 +34,10 @@ from typing import IO, Any, TypedDict, TypeVar, Unpack
 import blake3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fstore import placement, wire
-from fstore.capability import Capability
-from fstore.manifest import ChunkRef, Manifest
-from fstore.trust import LinkCredentials, NetworkKey
+from fstore.formats.capability import Capability
+from fstore.formats.manifest import ChunkRef, Manifest
+from fstore.net import placement, wire
+from fstore.net.trust import LinkCredentials, NetworkKey
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -43,9 +43,9 @@ from typing import Any
 import uvloop
 
 from fstore import _native
-from fstore.cli import setup_logging
+from fstore.faces.cli import setup_logging
+from fstore.net.trust import NetworkKey
 from fstore.node import Node
-from fstore.trust import NetworkKey
 
 
 def proc_status(field: str) -> int:

@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 
 from fstore import _native
-from fstore.store import CATALOG_NAME, BlobStore, Catalog
+from fstore.storage.blobs import BlobStore
+from fstore.storage.catalog import CATALOG_NAME, Catalog
 
 MAX_BLOB = 1 << 20
 WRITERS = 4

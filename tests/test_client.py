@@ -1,6 +1,6 @@
 """The ``fstore`` command, end to end: real ``fstore-node`` processes serving their HTTP API.
 
-The command runs as its own process (``python -m fstore.client``, the module the
+The command runs as its own process (``python -m fstore.faces.client``, the module the
 console script calls) with a deadline, its stdout and stderr captured. A few
 tests talk to a small stand-in HTTP server instead of a node, for what a real
 node never does: announce a wrong BLAKE3. The progress bar is checked on a
@@ -28,9 +28,9 @@ import blake3
 import pytest
 from netutil import Cluster, MiB, NodeProcess, blake3_file, free_port, wait_until, write_random_file
 
-from fstore import client
+from fstore.faces import client
 
-CLIENT = [sys.executable, "-m", "fstore.client"]
+CLIENT = [sys.executable, "-m", "fstore.faces.client"]
 RUN_DEADLINE = 120.0  # for one command
 START_DEADLINE = 30.0  # for a node's HTTP address and its first peer
 ESCAPES = (b"\x1b", b"\r")  # what a progress bar would leave in captured output

@@ -10,17 +10,17 @@ import pytest
 from cryptography.cobblestone import Cobblestone128Decryptor
 
 from fstore import _native
-from fstore.capability import Capability
 from fstore.errors import (
     IntegrityError,
     InvalidArgumentError,
     InvalidCapabilityError,
     WrongKeyError,
 )
-from fstore.manifest import CONTEXT as MANIFEST_CONTEXT
-from fstore.manifest import ChunkRef, Manifest
-from fstore.placement import closest, distance
-from fstore.records import HybridClock, NameKeys, NameValue, record_context
+from fstore.formats.capability import Capability
+from fstore.formats.manifest import CONTEXT as MANIFEST_CONTEXT
+from fstore.formats.manifest import ChunkRef, Manifest
+from fstore.formats.records import HybridClock, NameKeys, NameValue, record_context
+from fstore.net.placement import closest, distance
 
 
 def random_capability() -> Capability:

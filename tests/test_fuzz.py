@@ -44,10 +44,12 @@ import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fstore import _native, wire
+from fstore import _native
 from fstore.errors import ProtocolError, RemoteError
-from fstore.net import PeerLink, Reply
-from fstore.node import _HANDLERS, Node
+from fstore.net import wire
+from fstore.net.link import PeerLink, Reply
+from fstore.node import Node
+from fstore.node.node import _HANDLERS
 
 KiB = 1024
 HEADER = struct.Struct(">IBII")

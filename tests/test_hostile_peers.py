@@ -2,7 +2,7 @@
 
 These peers hold the network key (outsiders are in test_membership.py): they get
 past TLS and HELLO, and then misbehave. The per-link limits
-(``fstore.net.LinkLimits``) are shortened for these nodes through their
+(``fstore.net.link.LinkLimits``) are shortened for these nodes through their
 ``FSTORE_*`` environment variables, so each test runs in seconds.
 Every wait has a deadline; a closed connection is seen as ``recv`` returning
 ``b""``, a reset, or a send failing.
@@ -36,9 +36,10 @@ from netutil import (
     write_random_file,
 )
 
-from fstore import _native, placement, wire
-from fstore.net import MAX_SERVING, MAX_UNSENT
-from fstore.trust import LinkCredentials, NetworkKey
+from fstore import _native
+from fstore.net import placement, wire
+from fstore.net.link import MAX_SERVING, MAX_UNSENT
+from fstore.net.trust import LinkCredentials, NetworkKey
 
 MESH_TIMEOUT = 20.0
 SHORT = 1.0  # the shortened timeouts, in seconds

@@ -40,10 +40,10 @@ from netutil import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from fstore import __version__
-from fstore.cli import HTTP_ADDR_FILE, default_http
-from fstore.http import HttpServer, create_app, parse_range
+from fstore.faces.cli import HTTP_ADDR_FILE, default_http
+from fstore.faces.http import HttpServer, create_app, parse_range
+from fstore.net.trust import NetworkKey
 from fstore.node import Node
-from fstore.trust import NetworkKey
 
 T = TypeVar("T")
 

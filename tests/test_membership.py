@@ -37,10 +37,11 @@ from netutil import (
     write_random_file,
 )
 
-from fstore import _native, wire
-from fstore.net import HANDSHAKE_TIMEOUT
-from fstore.peers import MAX_UNAUTHENTICATED_PER_HOST
-from fstore.trust import DIALER, NetworkKey, make_proof
+from fstore import _native
+from fstore.net import wire
+from fstore.net.link import HANDSHAKE_TIMEOUT
+from fstore.net.membership import MAX_UNAUTHENTICATED_PER_HOST
+from fstore.net.trust import DIALER, NetworkKey, make_proof
 
 MESH_TIMEOUT = 20.0
 CLOSE_DEADLINE = 5.0  # a rejected peer is closed at once, well within this

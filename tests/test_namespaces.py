@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from netutil import Agent, Cluster, MiB, blake3_file, wait_for_mesh, write_random_file
 
-from fstore.store import Catalog
+from fstore.storage.catalog import Catalog
 
 MESH_TIMEOUT = 20.0
 GET_TIMEOUT = 60.0

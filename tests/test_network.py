@@ -38,10 +38,11 @@ from netutil import (
     write_random_file,
 )
 
-from fstore import _native, wire
-from fstore.net import HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT
-from fstore.records import NameKeys
-from fstore.trust import NetworkKey
+from fstore import _native
+from fstore.formats.records import NameKeys
+from fstore.net import wire
+from fstore.net.link import HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT
+from fstore.net.trust import NetworkKey
 
 MESH_TIMEOUT = 20.0  # links form in well under a second on loopback
 LINK_TIMEOUT = 20.0

@@ -22,7 +22,7 @@ from netutil import (
     wait_until,
 )
 
-from fstore.trust import NetworkKey
+from fstore.net.trust import NetworkKey
 
 RUN_DEADLINE = 60.0  # for a command that should end on its own
 STOP_DEADLINE = 10.0  # from SIGTERM to exit

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import uvloop
 
+from fstore.net.trust import NetworkKey
 from fstore.node import Node
-from fstore.store import Catalog
-from fstore.trust import NetworkKey
+from fstore.storage.catalog import Catalog
 
 
 async def store_on_two_nodes(root: Path) -> None:

@@ -39,8 +39,8 @@ from netutil import (
     write_random_file,
 )
 
-from fstore.records import NameKeys, Version
-from fstore.trust import NetworkKey
+from fstore.formats.records import NameKeys, Version
+from fstore.net.trust import NetworkKey
 
 MESH_TIMEOUT = 20.0
 GET_TIMEOUT = 60.0

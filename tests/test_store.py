@@ -1,4 +1,4 @@
-"""The node's local storage, ``fstore.store``: blob files and the SQLite catalog.
+"""The node's local storage, ``fstore.storage.blobs``: blob files and the SQLite catalog.
 
 Everything runs on real files in ``tmp_path``. The crash tests SIGKILL a real
 writer process (``store_crash_child.py``); the disk-full tests mount a 1 MiB tmpfs.
@@ -30,7 +30,8 @@ from fstore.errors import (
     InvalidArgumentError,
     StorageError,
 )
-from fstore.store import CATALOG_NAME, BlobStore, Catalog
+from fstore.storage.blobs import BlobStore
+from fstore.storage.catalog import CATALOG_NAME, Catalog
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -299,7 +300,7 @@ def test_corrupt_blob_is_quarantined(
     damaged[123_456] ^= 0x20
     path.write_bytes(damaged)
 
-    with caplog.at_level(logging.WARNING, logger="fstore.store"):
+    with caplog.at_level(logging.WARNING, logger="fstore.storage.blobs"):
         assert store.get(address) is None
 
     assert address.hex() in caplog.text

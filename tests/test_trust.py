@@ -25,8 +25,8 @@ from fstore.errors import (
     PeerRejectedError,
     StorageError,
 )
-from fstore.identity import NETWORK_FILE, has_network, load_network_key
-from fstore.trust import DIALER, LISTENER, LinkCredentials, NetworkKey, make_proof, node_id_of
+from fstore.net.identity import NETWORK_FILE, has_network, load_network_key
+from fstore.net.trust import DIALER, LISTENER, LinkCredentials, NetworkKey, make_proof, node_id_of
 
 NETWORK = NetworkKey(bytes(range(32)))
 RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -209,7 +209,7 @@ def test_a_damaged_network_key_file_is_a_storage_error(tmp_path: Path) -> None:
 
 
 def test_the_private_key_file_for_tls_does_not_outlive_loading(tmp_path: Path) -> None:
-    from fstore.trust import LinkCredentials
+    from fstore.net.trust import LinkCredentials
 
     LinkCredentials(Ed25519PrivateKey.generate(), NETWORK, tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""The sans-IO wire protocol (``fstore.wire``): frames, limits, handshake, streams, fuzzing."""
+"""The sans-IO wire protocol (``fstore.net.wire``): frames, limits, handshake, streams, fuzzing."""
 
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fstore import wire
 from fstore.errors import InvalidArgumentError, ProtocolError
-from fstore.wire import Frame, FrameKind
+from fstore.net import wire
+from fstore.net.wire import Frame, FrameKind
 
 KiB = 1024
 MiB = 1024 * KiB
 
 NODE_A = bytes(range(32))
 NODE_B = bytes(range(100, 132))
-PROOF_A = bytes(range(200, 232))  # what a HELLO proves is checked by fstore.trust, not here
+PROOF_A = bytes(range(200, 232))  # what a HELLO proves is checked by fstore.net.trust, not here
 PROOF_B = bytes(range(50, 82))
 V = wire.VERSION
 HEADER = struct.Struct(">IBII")

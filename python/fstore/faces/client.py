@@ -578,7 +578,7 @@ def emit(args: argparse.Namespace, data: Any, lines: Callable[[Any], Iterable[st
 def demo(args: argparse.Namespace) -> int:
     import logging
 
-    from fstore.demo import run_demo
+    from fstore.faces.demo import run_demo
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

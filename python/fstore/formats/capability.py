@@ -2,7 +2,7 @@
 
 ``fs1:`` followed by lowercase base32 (no padding) of
 ``manifest address (32) || file key (16) || check (4)``, where ``check`` is the
-first 4 bytes of BLAKE3 of the 48 bytes before it (``fstore.textcode``). The
+first 4 bytes of BLAKE3 of the 48 bytes before it (``fstore.formats.textcode``). The
 check makes any altered character an error instead of a silent request for
 the wrong file.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fstore import textcode
 from fstore.errors import InvalidCapabilityError
+from fstore.formats import textcode
 
 PREFIX = "fs1:"
 _ADDRESS_LEN = 32

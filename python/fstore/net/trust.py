@@ -39,8 +39,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fstore import _native, textcode
+from fstore import _native
 from fstore.errors import InvalidJoinTokenError, PeerRejectedError
+from fstore.formats import textcode
 
 NETWORK_KEY_LEN = 32
 TOKEN_PREFIX = "fsn1:"
@@ -86,7 +87,7 @@ class NetworkKey:
 
     @property
     def token(self) -> str:
-        """The join token: ``fsn1:`` and the key in checked base32 (``fstore.textcode``)."""
+        """The join token: ``fsn1:`` and the key in checked base32 (``fstore.formats.textcode``)."""
         return textcode.encode(TOKEN_PREFIX, self.secret)
 
     @property

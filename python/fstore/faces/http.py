@@ -30,7 +30,6 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from fstore import __version__
-from fstore.capability import Capability
 from fstore.errors import (
     DiskFullError,
     FileTooLargeError,
@@ -41,13 +40,14 @@ from fstore.errors import (
     InvalidCapabilityError,
     NotFoundError,
 )
-from fstore.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from fstore.metrics import NodeMetrics
+from fstore.formats.capability import Capability
 from fstore.node import PIECE_SIZE, FileEntry, Node
+from fstore.node.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from fstore.node.metrics import NodeMetrics
 
 __all__ = ["ApiError", "HttpServer", "create_app", "format_hostport", "parse_range"]
 
-log = logging.getLogger("fstore.http")
+log = logging.getLogger(__name__)
 
 FILE_ROUTE = "/v1/files/{name}"
 CAP_ROUTE = "/v1/caps/{capability}"

@@ -2,7 +2,7 @@
 
 All live in the data directory as files readable only by the owner. The node
 id is BLAKE3 of the raw Ed25519 public key; it is also the node's place in the
-XOR keyspace. The network key (``fstore.trust``) decides which network the
+XOR keyspace. The network key (``fstore.net.trust``) decides which network the
 node belongs to: one, for the life of the data directory.
 """
 
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fstore import _native
 from fstore.errors import NetworkMismatchError, StorageError
-from fstore.trust import NETWORK_KEY_LEN, NetworkKey
+from fstore.net.trust import NETWORK_KEY_LEN, NetworkKey
 
 IDENTITY_FILE = "identity.key"
 NAMESPACE_FILE = "namespace.key"

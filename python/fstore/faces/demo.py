@@ -18,8 +18,8 @@ from pathlib import Path
 import uvloop
 
 from fstore import _native
+from fstore.net.trust import NetworkKey
 from fstore.node import Node
-from fstore.trust import NetworkKey
 
 
 def make_png(size: int) -> bytes:

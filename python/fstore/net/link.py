@@ -1,7 +1,7 @@
 """The asyncio adapter: one TLS connection to a peer, driving ``wire.Connection``.
 
 Every link is mutual TLS 1.3 with the node's network credentials
-(``fstore.trust``): ``dial`` connects with TLS, and ``accept`` completes TLS on
+(``fstore.net.trust``): ``dial`` connects with TLS, and ``accept`` completes TLS on
 a socket the node's ``Listener`` accepted, logging every handshake that fails
 with the address it came from. Then both sides send HELLO. The peer's HELLO
 must name the node its certificate stands for and carry a valid proof of the
@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, cast
 
-from fstore import wire
 from fstore.errors import (
     FstoreError,
     PeerRejectedError,
@@ -37,9 +36,10 @@ from fstore.errors import (
     ProtocolError,
     RemoteError,
 )
-from fstore.trust import LinkCredentials
+from fstore.net import wire
+from fstore.net.trust import LinkCredentials
 
-log = logging.getLogger("fstore.net")
+log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0  # for the TLS handshake, and again for the peer's HELLO after it
 # How long closing a link waits for the peer to acknowledge the end of TLS.

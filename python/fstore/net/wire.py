@@ -363,7 +363,7 @@ class FrameDecoder:
 class HelloReceived:
     node: bytes
     addr: str | None
-    proof: bytes  # of the network key, bound to both certificates (fstore.trust)
+    proof: bytes  # of the network key, bound to both certificates (fstore.net.trust)
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,7 +497,7 @@ class Connection:
     # --- sending ----------------------------------------------------------------------
 
     def hello(self, proof: bytes) -> Writes:
-        """The first frame; ``proof`` shows this side holds the network key (fstore.trust)."""
+        """The first frame; ``proof`` shows this side holds the network key (fstore.net.trust)."""
         if self._hello_sent:
             raise ProtocolError("HELLO already sent")
         if not isinstance(proof, bytes) or len(proof) != PROOF_SIZE:

@@ -28,8 +28,7 @@ from typing import IO, Any
 
 import msgpack
 
-from fstore import _native, placement, wire
-from fstore.capability import Capability
+from fstore import _native
 from fstore.errors import (
     AddressMismatchError,
     DiskFullError,
@@ -42,16 +41,19 @@ from fstore.errors import (
     PeerUnavailableError,
     RemoteError,
 )
-from fstore.identity import Identity, load_namespace_secret, load_network_key
-from fstore.manifest import ChunkRef, Manifest
-from fstore.metrics import NodeMetrics, NodeStats
-from fstore.net import LinkLimits, Listener, PeerLink, Reply, parse_hostport
-from fstore.peers import Membership
-from fstore.records import HybridClock, NameKeys, NameValue, Version
-from fstore.store import BlobStore, Catalog
-from fstore.trust import LinkCredentials, NetworkKey
+from fstore.formats.capability import Capability
+from fstore.formats.manifest import ChunkRef, Manifest
+from fstore.formats.records import HybridClock, NameKeys, NameValue, Version
+from fstore.net import placement, wire
+from fstore.net.identity import Identity, load_namespace_secret, load_network_key
+from fstore.net.link import LinkLimits, Listener, PeerLink, Reply, parse_hostport
+from fstore.net.membership import Membership
+from fstore.net.trust import LinkCredentials, NetworkKey
+from fstore.node.metrics import NodeMetrics, NodeStats
+from fstore.storage.blobs import BlobStore
+from fstore.storage.catalog import Catalog
 
-log = logging.getLogger("fstore.node")
+log = logging.getLogger(__name__)
 
 PIECE_SIZE = 8 * 1024 * 1024
 # Chunks being replicated at once during a store, and fetched ahead during a

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fstore.trust import NetworkKey
+    from fstore.net.trust import NetworkKey
 
 DEFAULT_ADDR = ":3000"
 HTTP_PORT_OFFSET = 10000
@@ -125,8 +125,8 @@ def node_main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["init"]:
         return init_main(argv[1:])
     args = node_parser().parse_args(argv)
-    from fstore.identity import has_network
-    from fstore.net import parse_hostport
+    from fstore.net.identity import has_network
+    from fstore.net.link import parse_hostport
 
     try:
         host, port = parse_hostport(args.addr)
@@ -162,7 +162,7 @@ def node_main(argv: list[str] | None = None) -> int:
 def _join_network(token: str | None) -> NetworkKey | None:
     """The network of ``--join``; ValueError (InvalidJoinTokenError) if the token is bad."""
     from fstore.errors import InvalidJoinTokenError
-    from fstore.trust import NetworkKey
+    from fstore.net.trust import NetworkKey
 
     if token == "-":
         token = sys.stdin.readline()
@@ -175,8 +175,8 @@ def _join_network(token: str | None) -> NetworkKey | None:
 def init_main(argv: list[str]) -> int:
     args = init_parser().parse_args(argv)
     from fstore.errors import FstoreError
-    from fstore.identity import Identity, load_network_key
-    from fstore.net import parse_hostport
+    from fstore.net.identity import Identity, load_network_key
+    from fstore.net.link import parse_hostport
 
     try:
         _, port = parse_hostport(args.addr)
@@ -230,7 +230,7 @@ async def _run_node(
     data_dir: Path,
     network: NetworkKey | None,
 ) -> None:
-    from fstore.http import HttpServer, format_hostport
+    from fstore.faces.http import HttpServer, format_hostport
     from fstore.node import Node
 
     stop = asyncio.Event()

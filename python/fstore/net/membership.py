@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable
 
 from fstore.errors import FstoreError, PeerRejectedError, PeerUnavailableError
-from fstore.net import (
+from fstore.net.link import (
     DEFAULT_LIMITS,
     LinkLimits,
     PeerLink,
@@ -27,9 +27,9 @@ from fstore.net import (
     format_peer,
     parse_hostport,
 )
-from fstore.trust import LinkCredentials
+from fstore.net.trust import LinkCredentials
 
-log = logging.getLogger("fstore.peers")
+log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL = 0.2
 BACKOFF_MAX = 30.0
