@@ -49,7 +49,7 @@ from fstore.errors import ProtocolError, RemoteError
 from fstore.net import wire
 from fstore.net.link import PeerLink, Reply
 from fstore.node import Node
-from fstore.node.node import _HANDLERS
+from fstore.node.service import HANDLERS as _HANDLERS
 
 KiB = 1024
 HEADER = struct.Struct(">IBII")

@@ -1,0 +1,164 @@
+"""Reading files: manifests, whole files and ranges, every blob fetched and verified.
+
+A blob is taken from this node's disk when it holds a good copy, else from
+the live members closest to its address; every copy is checked against its
+address before use, and a peer that served a bad one is asked last from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Sequence
+
+from fstore import _native
+from fstore.errors import (
+    AddressMismatchError,
+    InvalidArgumentError,
+    NotFoundError,
+    PeerUnavailableError,
+    RemoteError,
+)
+from fstore.formats.capability import Capability
+from fstore.formats.manifest import ChunkRef, Manifest
+from fstore.node.local import LocalBlobs
+from fstore.node.metrics import NodeMetrics
+from fstore.node.peers import Peers
+
+log = logging.getLogger(__name__)
+
+# Chunks fetched ahead during a get: bounds a transfer's memory to about this
+# many 4 MiB blobs.
+GET_WINDOW = 4
+BUSY_RETRIES = 4
+
+
+class Reader:
+    def __init__(self, peers: Peers, local: LocalBlobs, metrics: NodeMetrics) -> None:
+        self.peers = peers
+        self.local = local
+        self.metrics = metrics
+
+    async def manifest(self, cap: Capability) -> Manifest:
+        """The opened manifest a capability names."""
+        return Manifest.open(cap.file_key, await self.fetch_blob(cap.manifest_address))
+
+    async def read_range(
+        self, manifest: Manifest, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Stream bytes ``start`` up to ``end`` (exclusive; default the end) of a file.
+
+        Only the chunks that overlap the range are fetched. Each blob is still
+        checked against its address and opened with its key (every record
+        authenticated); the whole file's size and BLAKE3 can be checked only
+        when the range is the whole file, and then are.
+        """
+        end = manifest.size if end is None else end
+        if not 0 <= start <= end <= manifest.size:
+            raise InvalidArgumentError(
+                f"bytes {start} to {end} are not within a file of {manifest.size} bytes"
+            )
+        spans = _overlapping(manifest.chunks, start, end)
+        # One core: chunks are opened one at a time here, and rayon workers that
+        # idle-spin between 1 MiB jobs cost the network path more than they save.
+        restore = _native.RestorePipeline(parallel=False)
+        blobs = self._fetch_ahead([ref for _, ref in spans])
+        async with contextlib.aclosing(blobs):
+            for offset, ref in spans:
+                blob = await anext(blobs)
+                plain = await asyncio.to_thread(
+                    restore.open_chunk, ref.address, ref.key, blob, ref.length
+                )
+                piece = plain[max(0, start - offset) : end - offset]
+                self.metrics.served_bytes.inc(len(piece))
+                yield piece
+        if (start, end) == (0, manifest.size):
+            restore.finish(manifest.size, manifest.blake3)
+
+    async def _fetch_ahead(
+        self, refs: Sequence[ChunkRef]
+    ) -> AsyncGenerator[bytes | memoryview, None]:
+        """The blobs of ``refs`` in order, fetched up to GET_WINDOW ahead."""
+        ahead: asyncio.Queue[asyncio.Task[bytes | memoryview]] = asyncio.Queue(GET_WINDOW)
+
+        async def prefetch() -> None:
+            for ref in refs:
+                await ahead.put(asyncio.create_task(self.fetch_blob(ref.address)))
+
+        feeder = asyncio.create_task(prefetch())
+        try:
+            for _ in refs:
+                yield await (await ahead.get())
+        finally:
+            feeder.cancel()
+            while not ahead.empty():
+                ahead.get_nowait().cancel()
+
+    async def fetch_blob(self, address: bytes) -> bytes | memoryview:
+        """A blob whose bytes match its address: local first, then the closest holders.
+
+        Holders are tried in XOR order; one that fails, lies or is gone is
+        skipped. Holders that answered ``busy`` are tried again, a few rounds
+        with a growing pause, before the blob is declared unavailable: an
+        :class:`IntegrityError` if a copy was found that failed its check (here,
+        or served by a peer), else :class:`NotFoundError`.
+        """
+        bad_copies = 0
+        try:
+            local = await self.local.load(address)
+        except AddressMismatchError:
+            self.metrics.verification_failed("disk")
+            bad_copies += 1
+        else:
+            if local is not None:
+                return local
+        candidates = self.peers.holders(address)
+        for attempt in range(BUSY_RETRIES + 1):
+            busy: list[bytes] = []
+            for node in candidates:
+                link = self.peers.link(node)
+                if link is None:
+                    continue
+                try:
+                    response = await link.request("get_blob", {"addr": address})
+                except RemoteError as e:
+                    if e.code == "busy":
+                        busy.append(node)
+                    log.debug("get_blob %s from %s: %s", address.hex()[:12], link.describe(), e)
+                    continue
+                except PeerUnavailableError as e:
+                    log.debug("get_blob %s from %s: %s", address.hex()[:12], link.describe(), e)
+                    continue
+                self.metrics.blob_bytes_received.inc(len(response.body))
+                if await asyncio.to_thread(_native.hash, response.body) == address:
+                    return response.body
+                self.metrics.verification_failed("peer")
+                self.peers.record_lie(node)
+                bad_copies += 1
+                log.warning(
+                    "%s served bytes that do not match blob %s; trying another holder",
+                    link.describe(),
+                    address.hex(),
+                )
+            if not busy:
+                break
+            candidates = busy
+            await asyncio.sleep(0.05 * 2**attempt)
+        if bad_copies:
+            raise AddressMismatchError(
+                f"{bad_copies} copies of blob {address.hex()} failed their check "
+                "and no live holder has a good one"
+            )
+        raise NotFoundError(f"no live holder has blob {address.hex()}")
+
+
+def _overlapping(chunks: Sequence[ChunkRef], start: int, end: int) -> list[tuple[int, ChunkRef]]:
+    """(offset in the file, chunk) of every chunk holding some of bytes ``start`` to ``end``."""
+    spans = []
+    offset = 0
+    for ref in chunks:
+        if offset < end and offset + ref.length > start:
+            spans.append((offset, ref))
+        offset += ref.length
+    return spans

@@ -1,0 +1,80 @@
+"""Copies on the ``replicas`` live members closest to a key, and the rule for enough of them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from fstore.errors import DiskFullError, InsufficientReplicasError, PeerUnavailableError
+from fstore.node.local import LocalBlobs
+from fstore.node.metrics import NodeMetrics
+from fstore.node.peers import Peers
+
+
+class Replicator:
+    def __init__(
+        self, peers: Peers, local: LocalBlobs, replicas: int, metrics: NodeMetrics
+    ) -> None:
+        self.peers = peers
+        self.local = local
+        self.replicas = replicas
+        self.metrics = metrics
+
+    async def replicate(
+        self, key: bytes, what: str, put_on: Callable[[bytes], Awaitable[None]]
+    ) -> int:
+        """Put something on the ``replicas`` live members closest to ``key``.
+
+        Members are tried in XOR order, a failed target replaced by the next
+        one. It fails unless every target still live at the end acknowledged
+        (and never fewer than min(2, network size), capped at ``replicas``).
+        Returns the number of durable copies.
+        """
+        ranked = self.peers.ranked(key)
+        wanted = min(self.replicas, len(ranked))
+        done = 0
+        failed: list[tuple[bytes, BaseException]] = []
+        candidates = iter(ranked)
+        while done < wanted:
+            batch = [n for _, n in zip(range(wanted - done), candidates, strict=False)]
+            if not batch:
+                break
+            results = await asyncio.gather(*(put_on(n) for n in batch), return_exceptions=True)
+            for node, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    failed.append((node, result))
+                else:
+                    done += 1
+        self.metrics.replication_failures.inc(len(failed))
+        live = self.peers.live()
+        still_live_failures = sum(1 for node, _ in failed if node in live)
+        required = min(wanted, max(done + still_live_failures, min(2, len(live) + 1)))
+        if done < required:
+            reasons = "; ".join(f"{n.hex()[:12]}: {e}" for n, e in failed)
+            message = f"{what}: {done} durable copies, {required} required ({reasons})"
+            own_disk = [
+                e for n, e in failed if n == self.peers.node_id and isinstance(e, DiskFullError)
+            ]
+            if own_disk:
+                raise DiskFullError(f"this node's disk is full; {message}") from own_disk[0]
+            raise InsufficientReplicasError(message)
+        return done
+
+    async def put_blob(self, address: bytes, blob: bytes | memoryview) -> int:
+        """Durable copies of a blob this process sealed; returns how many."""
+        return await self.replicate(
+            address,
+            f"blob {address.hex()}",
+            lambda node: self.put_blob_on(node, address, blob),
+        )
+
+    async def put_blob_on(self, node: bytes, address: bytes, blob: bytes | memoryview) -> None:
+        if node == self.peers.node_id:
+            # The address was computed from these bytes in this process.
+            await self.local.put(address, blob, verified=True)
+            return
+        link = self.peers.link(node)
+        if link is None:
+            raise PeerUnavailableError("not linked")
+        await link.request("put_blob", {"addr": address}, blob)
+        self.metrics.blob_bytes_sent.inc(len(blob))

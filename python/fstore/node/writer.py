@@ -1,0 +1,175 @@
+"""Storing files: chunk, seal and replicate every chunk, then the manifest, then the name.
+
+Everything that touches bulk bytes runs in the Rust extension on a worker
+thread (it releases the GIL); this module decides where bytes go and bounds
+how many chunks are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from fstore import _native
+from fstore.errors import FileTooLargeError
+from fstore.formats.capability import Capability
+from fstore.formats.manifest import ChunkRef, Manifest
+from fstore.formats.records import NameValue
+from fstore.net import wire
+from fstore.node.local import LocalBlobs
+from fstore.node.metrics import NodeMetrics
+from fstore.node.names import Names
+from fstore.node.replication import Replicator
+from fstore.storage.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+PIECE_SIZE = 8 * 1024 * 1024
+# Chunks being replicated at once during a store: bounds a transfer's memory
+# to about this many 4 MiB blobs.
+STORE_WINDOW = 6
+
+Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    name: str
+    size: int
+    blake3: bytes
+    capability: str
+    chunks: int
+    replicas: int
+    stored_at: float
+
+
+class Writer:
+    def __init__(
+        self,
+        namespace_secret: bytes,
+        catalog: Catalog,
+        local: LocalBlobs,
+        replicator: Replicator,
+        names: Names,
+        metrics: NodeMetrics,
+    ) -> None:
+        self._namespace_secret = namespace_secret
+        self.catalog = catalog
+        self.local = local
+        self.replicator = replicator
+        self.names = names
+        self.metrics = metrics
+
+    async def store(
+        self, name: str, source: Source, *, meta: dict[str, Any] | None = None
+    ) -> StoreResult:
+        """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob."""
+        pipeline = _native.StorePipeline(self._namespace_secret)
+        refs: dict[int, ChunkRef] = {}
+        window = asyncio.Semaphore(STORE_WINDOW)
+        uploads: set[asyncio.Task[None]] = set()
+        failure: list[Exception] = []
+        copies = self.replicator.replicas
+
+        async def upload(chunk: _native.SealedChunk) -> None:
+            nonlocal copies
+            try:
+                known = self.catalog.chunk_address(chunk.chunk_id)
+                if known is not None and self.local.has(known):
+                    # Same chunk already stored by this node: reuse its blob.
+                    address = known
+                    refs[chunk.offset] = ChunkRef(address, chunk.key, chunk.plain_length)
+                    return
+                written = await self.replicator.put_blob(chunk.address, chunk.sealed)
+                copies = min(copies, written)
+                self.catalog.add_chunk(chunk.chunk_id, chunk.address)
+                refs[chunk.offset] = ChunkRef(chunk.address, chunk.key, chunk.plain_length)
+            except Exception as e:
+                failure.append(e)
+            finally:
+                window.release()
+
+        async def dispatch(chunks: list[_native.SealedChunk]) -> None:
+            for chunk in chunks:
+                await window.acquire()
+                if failure:
+                    window.release()
+                    raise failure[0]
+                task = asyncio.create_task(upload(chunk))
+                uploads.add(task)
+                task.add_done_callback(uploads.discard)
+
+        try:
+            async for piece in _pieces(source):
+                await dispatch(await asyncio.to_thread(pipeline.feed, piece))
+            await dispatch(await asyncio.to_thread(pipeline.finish))
+            await asyncio.gather(*uploads)
+        finally:
+            for task in uploads:
+                task.cancel()
+        if failure:
+            raise failure[0]
+
+        manifest = Manifest(
+            pipeline.size,
+            pipeline.blake3,
+            tuple(refs[offset] for offset in sorted(refs)),
+            meta or {},
+        )
+        file_key = _native.generate_key()
+        sealed = manifest.seal(file_key)
+        if len(sealed) > wire.MAX_BODY:
+            raise FileTooLargeError(
+                f"{name!r} has {len(manifest.chunks)} chunks: its manifest exceeds one "
+                f"{wire.MAX_BODY}-byte blob (files up to about 70 GB are supported)"
+            )
+        manifest_address = _native.hash(sealed)
+        copies = min(copies, await self.replicator.put_blob(manifest_address, sealed))
+        capability = str(Capability(manifest_address, file_key))
+        stored_at = time.time()
+        await self.names.put(NameValue(name, capability, manifest.size, manifest.blake3, stored_at))
+        self.metrics.stored_bytes.inc(manifest.size)
+        log.info(
+            "stored %r: %d bytes in %d chunks, %d copies",
+            name,
+            manifest.size,
+            len(manifest.chunks),
+            copies,
+        )
+        return StoreResult(
+            name,
+            manifest.size,
+            manifest.blake3,
+            capability,
+            len(manifest.chunks),
+            copies,
+            stored_at,
+        )
+
+
+async def _pieces(source: Source) -> AsyncIterator[bytes | memoryview]:
+    """Any accepted source as pieces of at most PIECE_SIZE, never the whole file."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        view = memoryview(source)
+        for start in range(0, len(view), PIECE_SIZE):
+            yield view[start : start + PIECE_SIZE]
+    elif isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            async for piece in _read_file(f):
+                yield piece
+    elif isinstance(source, AsyncIterable):
+        async for piece in source:
+            yield piece
+    else:
+        async for piece in _read_file(source):
+            yield piece
+
+
+async def _read_file(f: IO[bytes]) -> AsyncIterator[bytes]:
+    while piece := await asyncio.to_thread(f.read, PIECE_SIZE):
+        yield piece
