@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from fstore.errors import DiskFullError, InsufficientReplicasError, PeerUnavailableError
+from fstore.errors import (
+    DiskFullError,
+    InsufficientReplicasError,
+    NotFoundError,
+    PeerUnavailableError,
+)
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
 from fstore.node.peers import Peers
@@ -67,6 +72,32 @@ class Replicator:
             f"blob {address.hex()}",
             lambda node: self.put_blob_on(node, address, blob),
         )
+
+    async def confirm_blob(self, address: bytes) -> int:
+        """Durable copies of a blob this node already holds, on the R closest live members.
+
+        A copy counts only when its holder confirms it (``has_blobs``); where it
+        is missing, this node's copy is sent. Returns the confirmed copies.
+        """
+
+        async def confirm_on(node: bytes) -> None:
+            if node == self.peers.node_id:
+                if not self.local.has(address):
+                    raise NotFoundError(f"blob {address.hex()} is no longer held here")
+                return
+            link = self.peers.link(node)
+            if link is None:
+                raise PeerUnavailableError("not linked")
+            response = await link.request("has_blobs", {"addrs": [address]})
+            if response.meta.get("have") == [True]:
+                return
+            blob = await self.local.load(address)
+            if blob is None:
+                raise NotFoundError(f"blob {address.hex()} is no longer held here")
+            await link.request("put_blob", {"addr": address}, blob)
+            self.metrics.blob_bytes_sent.inc(len(blob))
+
+        return await self.replicate(address, f"blob {address.hex()}", confirm_on)
 
     async def put_blob_on(self, node: bytes, address: bytes, blob: bytes | memoryview) -> None:
         if node == self.peers.node_id:

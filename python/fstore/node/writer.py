@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from fstore import _native
-from fstore.errors import FileTooLargeError
+from fstore.errors import FileTooLargeError, FstoreError
 from fstore.formats.capability import Capability
 from fstore.formats.manifest import ChunkRef, Manifest
 from fstore.formats.records import NameValue
@@ -79,16 +79,9 @@ class Writer:
         async def upload(chunk: _native.SealedChunk) -> None:
             nonlocal copies
             try:
-                known = self.catalog.chunk_address(chunk.chunk_id)
-                if known is not None and self.local.has(known):
-                    # Same chunk already stored by this node: reuse its blob.
-                    address = known
-                    refs[chunk.offset] = ChunkRef(address, chunk.key, chunk.plain_length)
-                    return
-                written = await self.replicator.put_blob(chunk.address, chunk.sealed)
+                address, written = await self._put_chunk(chunk)
                 copies = min(copies, written)
-                self.catalog.add_chunk(chunk.chunk_id, chunk.address)
-                refs[chunk.offset] = ChunkRef(chunk.address, chunk.key, chunk.plain_length)
+                refs[chunk.offset] = ChunkRef(address, chunk.key, chunk.plain_length)
             except Exception as e:
                 failure.append(e)
             finally:
@@ -150,6 +143,23 @@ class Writer:
             copies,
             stored_at,
         )
+
+    async def _put_chunk(self, chunk: _native.SealedChunk) -> tuple[bytes, int]:
+        """The address a chunk is kept under and its durable copies.
+
+        A chunk this node stored before (same chunk id) reuses that blob, but
+        only counts the copies its holders confirm, and is copied where one is
+        missing; if that fails, the chunk is stored again as just sealed.
+        """
+        known = self.catalog.chunk_address(chunk.chunk_id)
+        if known is not None and self.local.has(known):
+            try:
+                return known, await self.replicator.confirm_blob(known)
+            except FstoreError as e:
+                log.info("could not reuse blob %s (%s); storing it again", known.hex()[:12], e)
+        written = await self.replicator.put_blob(chunk.address, chunk.sealed)
+        self.catalog.add_chunk(chunk.chunk_id, chunk.address)
+        return chunk.address, written
 
 
 async def _pieces(source: Source) -> AsyncIterator[bytes | memoryview]:

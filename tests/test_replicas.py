@@ -1,0 +1,66 @@
+"""The copy count a store reports is true: real node processes, copies checked on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from netutil import (
+    Cluster,
+    MiB,
+    NodeProcess,
+    blob_path,
+    quarantined,
+    read_manifest,
+    wait_for_mesh,
+    wire_client,
+    write_random_file,
+)
+
+from fstore import _native
+
+MESH_TIMEOUT = 20.0
+
+
+def good_copies(address: bytes, nodes: list[NodeProcess]) -> int:
+    """How many nodes hold a copy of ``address`` whose bytes match it."""
+    count = 0
+    for node in nodes:
+        path = blob_path(node.data_dir, address)
+        if path.is_file() and _native.hash(path.read_bytes()) == address:
+            count += 1
+    return count
+
+
+def test_a_reused_chunk_counts_only_confirmed_copies(cluster: Cluster, tmp_path: Path) -> None:
+    """A holder's copies of some chunks are damaged and quarantined; the same content is
+    then stored again under another name. The storer reuses its blobs for the chunks it
+    already stored, but must confirm each copy and put it again where it is missing: every
+    blob of the second file ends with 3 good copies, and the store reports 3."""
+    s = cluster.agent("s")
+    r = cluster.agent("r", peers=[s.address])
+    h = cluster.holder("h", peers=[s.address])
+    everyone: list[NodeProcess] = [s, r, h]
+    wait_for_mesh([s, r], everyone, MESH_TIMEOUT)
+
+    source = tmp_path / "file.bin"
+    write_random_file(source, 12 * MiB, b"dedup")
+    first = s.call("store", name="first.bin", path=str(source))
+    assert first["replicas"] == 3
+    _, chunks = read_manifest(first["capability"], [s.data_dir])
+    damaged = [c.address for c in chunks[::2]]
+    for address in damaged:
+        path = blob_path(h.data_dir, address)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        with wire_client(h.address, cluster.network) as client:
+            response = client.request("get_blob", {"addr": address})
+        assert not response.ok  # h found the damage and moved the copy aside
+        assert quarantined(h.data_dir, address)
+
+    second = s.call("store", name="second.bin", path=str(source))
+    manifest_address, again = read_manifest(second["capability"], [s.data_dir])
+    assert {c.address for c in again} == {c.address for c in chunks}, "the chunks are reused"
+    counts = {c.address.hex()[:12]: good_copies(c.address, everyone) for c in again}
+    counts["manifest"] = good_copies(manifest_address, everyone)
+    assert min(counts.values()) == second["replicas"] == 3, counts
