@@ -120,6 +120,14 @@ class PeerUnavailableError(NetworkError):
     """A peer could not be reached, or its connection was lost or timed out."""
 
 
+class PeerSlowError(PeerUnavailableError):
+    """A peer did not answer within the time its past answers predict.
+
+    Only that request is given up; the link stays, and the peer is asked last
+    until it is heard from again.
+    """
+
+
 class PeerRejectedError(NetworkError):
     """A peer failed to prove it is a member of this network (docs/SECURITY.md).
 

@@ -32,11 +32,13 @@ from typing import Any, Protocol, cast
 from fstore.errors import (
     FstoreError,
     PeerRejectedError,
+    PeerSlowError,
     PeerUnavailableError,
     ProtocolError,
     RemoteError,
 )
 from fstore.net import wire
+from fstore.net.rtt import ResponseTimes
 from fstore.net.trust import LinkCredentials
 
 log = logging.getLogger(__name__)
@@ -158,6 +160,12 @@ class PeerLink(asyncio.BufferedProtocol):
         # MAX_INFLIGHT (64) the peer answers the 33rd and later "busy", and a
         # store or get with many blobs in flight fails for its own concurrency.
         self._request_slots = asyncio.Semaphore(MAX_SERVING)
+        self.response_times = ResponseTimes()
+        # When a request was last seen overdue, and when the peer last sent anything:
+        # a peer is responsive unless it has been silent since a request went overdue.
+        self._overdue_at: float | None = None
+        self.heard_at = time.monotonic()
+        self._probe: asyncio.Future[None] | None = None
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -195,6 +203,7 @@ class PeerLink(asyncio.BufferedProtocol):
         return self._conn.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.heard_at = time.monotonic()
         try:
             events = self._conn.buffer_updated(nbytes)
         except ProtocolError as e:
@@ -331,8 +340,14 @@ class PeerLink(asyncio.BufferedProtocol):
         body: bytes | memoryview = b"",
         *,
         timeout: float = REQUEST_TIMEOUT,
+        deadline: float | None = None,
     ) -> wire.ResponseReceived:
-        """Send a request and wait for its response; an error response raises RemoteError."""
+        """Send a request and wait for its response; an error response raises RemoteError.
+
+        After ``timeout`` seconds the link is dropped. A shorter ``deadline``
+        gives up on this request only (:class:`PeerSlowError`) and marks the
+        peer overdue; a late answer is discarded, and the link stays.
+        """
         async with self._request_slots:
             if self.is_closed():
                 raise PeerUnavailableError(f"{self.describe()} is not connected")
@@ -345,19 +360,57 @@ class PeerLink(asyncio.BufferedProtocol):
                 future: asyncio.Future[wire.ResponseReceived] = loop.create_future()
                 self._pending[stream] = future
                 self._send(frames)
+                sent_at = time.monotonic()
             try:
-                response = await asyncio.wait_for(future, timeout)
+                if deadline is not None and deadline < timeout:
+                    response = await self._answer_by(future, deadline, op)
+                else:
+                    response = await asyncio.wait_for(future, timeout)
             except TimeoutError:
-                self._pending.pop(stream, None)
                 # A peer that does not answer in time is not trusted with the
                 # stream any more: closing frees its state on both sides.
                 self.abort(f"{op} timed out after {timeout:g}s")
                 raise PeerUnavailableError(
                     f"{self.describe()} did not answer {op} in time"
                 ) from None
+            finally:
+                self._pending.pop(stream, None)  # abandoned, cancelled or timed out
+            self.response_times.sample(time.monotonic() - sent_at)
         if not response.ok:
             raise RemoteError(str(response.meta.get("code")), str(response.meta.get("msg")))
         return response
+
+    async def _answer_by(
+        self, future: asyncio.Future[wire.ResponseReceived], deadline: float, op: str
+    ) -> wire.ResponseReceived:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), deadline)
+        except TimeoutError:
+            self.mark_overdue()
+            raise PeerSlowError(
+                f"{self.describe()} did not answer {op} within {deadline:.2f}s"
+            ) from None
+
+    def expected_time(self, body_bytes: int = 0) -> float:
+        """Seconds within which this peer should answer a request moving ``body_bytes``."""
+        return self.response_times.expected(body_bytes)
+
+    def probe(self) -> None:
+        """Ping the peer in the background (one ping at a time); its answer is all that counts."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._ping_quietly())
+
+    async def _ping_quietly(self) -> None:
+        with contextlib.suppress(FstoreError):
+            await self.request("ping", deadline=self.expected_time())
+
+    def mark_overdue(self) -> None:
+        """A request to this peer is overdue: ask it last until it is heard from again."""
+        self._overdue_at = time.monotonic()
+
+    @property
+    def responsive(self) -> bool:
+        return self._overdue_at is None or self.heard_at > self._overdue_at
 
     # --- plumbing -----------------------------------------------------------------
 

@@ -64,6 +64,10 @@ class NodeMetrics:
         self.replication_failures = self._counter(
             "fstore_replication_failures", "Targets that failed to acknowledge a copy."
         )
+        self.hedged_requests = self._counter(
+            "fstore_hedged_requests",
+            "Peer requests joined by a second one because the first was overdue.",
+        )
         self.peers_rejected = self._counter(
             "fstore_peers_rejected",
             "Connections dropped because the peer did not prove it is a network member.",

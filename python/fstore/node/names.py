@@ -32,6 +32,7 @@ from fstore.storage.catalog import Catalog
 log = logging.getLogger(__name__)
 
 RECORD_MAX = 64 * 1024
+LIST_PAGE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,9 @@ class Names:
         if link is None:
             return None
         try:
-            response = await link.request("get_record", {"loc": locator})
+            response = await link.request(
+                "get_record", {"loc": locator}, deadline=link.expected_time()
+            )
         except RemoteError as e:
             if e.code == "not_found":
                 return None
@@ -234,7 +237,9 @@ async def _records_held_by(link: PeerLink) -> list[tuple[bytes, bytes, Version]]
     records: list[tuple[bytes, bytes, Version]] = []
     after: bytes | None = None
     while True:
-        response = await link.request("list_records", {"after": after})
+        response = await link.request(
+            "list_records", {"after": after}, deadline=link.expected_time(LIST_PAGE_BYTES)
+        )
         # unpackb takes no max_buffer_size (only Unpacker does); its length limits
         # default to the body's size, which the wire already bounds by MAX_BODY.
         page = msgpack.unpackb(response.body, raw=False)

@@ -44,15 +44,44 @@ class Peers:
         return self.members.live().get(node)
 
     def ranked(self, key: bytes) -> list[bytes]:
-        """Every live member, this node included, nearest to ``key`` first."""
-        return placement.closest(key, [self.node_id, *self.members.live()], 1 << 30)
+        """Every live member, this node included, nearest to ``key`` first; overdue ones last."""
+        nearest = placement.closest(key, [self.node_id, *self.members.live()], 1 << 30)
+        return sorted(nearest, key=self._overdue)  # stable: XOR order within each group
 
     def holders(self, key: bytes) -> list[bytes]:
-        """The other live members in the order to ask them for ``key``: liars last."""
+        """The other live members in the order to ask them for ``key``.
+
+        Overdue peers go last, and so do peers that lied before: in XOR order
+        among themselves.
+        """
         candidates = [n for n in self.ranked(key) if n != self.node_id]
-        # Stable: peers that lied before go last, in XOR order among themselves.
-        candidates.sort(key=lambda n: self._lies.get(n, 0))
+        candidates.sort(key=lambda n: (self._overdue(n), self._lies.get(n, 0)))
         return candidates
+
+    def _overdue(self, node: bytes) -> bool:
+        link = self.link(node) if node != self.node_id else None
+        return link is not None and not link.responsive
+
+    def expected_time(self, node: bytes, body_bytes: int = 0) -> float | None:
+        """Seconds within which ``node`` should answer; None for this node itself."""
+        link = self.link(node) if node != self.node_id else None
+        return link.expected_time(body_bytes) if link is not None else None
+
+    def heard_since(self, node: bytes, since: float) -> bool:
+        """Whether ``node`` sent anything after ``since`` (``time.monotonic()``)."""
+        link = self.link(node)
+        return link is not None and link.heard_at > since
+
+    def probe(self, node: bytes) -> None:
+        """Ping ``node`` in the background, so that a live peer is heard from soon."""
+        link = self.link(node)
+        if link is not None:
+            link.probe()
+
+    def mark_overdue(self, node: bytes) -> None:
+        link = self.link(node) if node != self.node_id else None
+        if link is not None:
+            link.mark_overdue()
 
     def record_lie(self, node: bytes) -> None:
         self._lies[node] = self._lies.pop(node, 0) + 1  # re-inserted: the newest last

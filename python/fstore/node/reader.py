@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 
 from fstore import _native
@@ -22,6 +24,7 @@ from fstore.errors import (
 )
 from fstore.formats.capability import Capability
 from fstore.formats.manifest import ChunkRef, Manifest
+from fstore.node.hedge import Hedge
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
 from fstore.node.peers import Peers
@@ -79,28 +82,39 @@ class Reader:
     async def _fetch_ahead(
         self, refs: Sequence[ChunkRef]
     ) -> AsyncGenerator[bytes | memoryview, None]:
-        """The blobs of ``refs`` in order, fetched up to GET_WINDOW ahead."""
-        ahead: asyncio.Queue[asyncio.Task[bytes | memoryview]] = asyncio.Queue(GET_WINDOW)
+        """The blobs of ``refs`` in order, up to GET_WINDOW fetched ahead.
 
-        async def prefetch() -> None:
-            for ref in refs:
-                await ahead.put(asyncio.create_task(self.fetch_blob(ref.address)))
+        When the get ends early (a failure, or the reader stopped), fetches still
+        running are cancelled and the outcome of every one is collected, so a
+        failed get leaves no "exception was never retrieved" behind.
+        """
+        ahead: deque[asyncio.Task[bytes | memoryview]] = deque()
+        waiting = iter(refs)
 
-        feeder = asyncio.create_task(prefetch())
+        def top_up() -> None:
+            for ref in itertools.islice(waiting, GET_WINDOW - len(ahead)):
+                ahead.append(asyncio.create_task(self.fetch_blob(ref.address, ref.length)))
+
         try:
-            for _ in refs:
-                yield await (await ahead.get())
+            top_up()
+            while ahead:
+                blob = await ahead[0]
+                ahead.popleft()
+                top_up()
+                yield blob
         finally:
-            feeder.cancel()
-            while not ahead.empty():
-                ahead.get_nowait().cancel()
+            for task in ahead:
+                task.cancel()
+            await asyncio.gather(*ahead, return_exceptions=True)
 
-    async def fetch_blob(self, address: bytes) -> bytes | memoryview:
+    async def fetch_blob(self, address: bytes, size_hint: int = 0) -> bytes | memoryview:
         """A blob whose bytes match its address: local first, then the closest holders.
 
-        Holders are tried in XOR order; one that fails, lies or is gone is
-        skipped. Holders that answered ``busy`` are tried again, a few rounds
-        with a growing pause, before the blob is declared unavailable: an
+        Holders are asked in XOR order, liars and overdue ones last; one that
+        fails, lies or is gone is skipped, and one silent past its expected time
+        is joined by the next (:class:`Hedge`): the first good copy wins.
+        Holders that answered ``busy`` are tried again, a few rounds with a
+        growing pause, before the blob is declared unavailable: an
         :class:`IntegrityError` if a copy was found that failed its check (here,
         or served by a peer), else :class:`NotFoundError`.
         """
@@ -116,31 +130,36 @@ class Reader:
         candidates = self.peers.holders(address)
         for attempt in range(BUSY_RETRIES + 1):
             busy: list[bytes] = []
-            for node in candidates:
-                link = self.peers.link(node)
-                if link is None:
-                    continue
-                try:
-                    response = await link.request("get_blob", {"addr": address})
-                except RemoteError as e:
-                    if e.code == "busy":
-                        busy.append(node)
-                    log.debug("get_blob %s from %s: %s", address.hex()[:12], link.describe(), e)
-                    continue
-                except PeerUnavailableError as e:
-                    log.debug("get_blob %s from %s: %s", address.hex()[:12], link.describe(), e)
-                    continue
-                self.metrics.blob_bytes_received.inc(len(response.body))
-                if await asyncio.to_thread(_native.hash, response.body) == address:
-                    return response.body
-                self.metrics.verification_failed("peer")
-                self.peers.record_lie(node)
-                bad_copies += 1
-                log.warning(
-                    "%s served bytes that do not match blob %s; trying another holder",
-                    link.describe(),
-                    address.hex(),
-                )
+            hedge = Hedge(self.peers, candidates, lambda n: self._ask(n, address), size_hint)
+            try:
+                while not hedge.exhausted:
+                    for node, result in await hedge.wait(1):
+                        if isinstance(result, RemoteError | PeerUnavailableError):
+                            if isinstance(result, RemoteError) and result.code == "busy":
+                                busy.append(node)
+                            log.debug(
+                                "get_blob %s from %s: %s",
+                                address.hex()[:12],
+                                node.hex()[:12],
+                                result,
+                            )
+                            continue
+                        if isinstance(result, BaseException):
+                            raise result
+                        self.metrics.blob_bytes_received.inc(len(result))
+                        if await asyncio.to_thread(_native.hash, result) == address:
+                            return result
+                        self.metrics.verification_failed("peer")
+                        self.peers.record_lie(node)
+                        bad_copies += 1
+                        log.warning(
+                            "%s served bytes that do not match blob %s; trying another holder",
+                            self.peers.describe(node),
+                            address.hex(),
+                        )
+            finally:
+                hedge.cancel()
+                self.metrics.hedged_requests.inc(hedge.hedged)
             if not busy:
                 break
             candidates = busy
@@ -151,6 +170,12 @@ class Reader:
                 "and no live holder has a good one"
             )
         raise NotFoundError(f"no live holder has blob {address.hex()}")
+
+    async def _ask(self, node: bytes, address: bytes) -> bytes | memoryview:
+        link = self.peers.link(node)
+        if link is None:
+            raise PeerUnavailableError("not linked")
+        return (await link.request("get_blob", {"addr": address})).body
 
 
 def _overlapping(chunks: Sequence[ChunkRef], start: int, end: int) -> list[tuple[int, ChunkRef]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from fstore.errors import (
@@ -11,6 +10,7 @@ from fstore.errors import (
     NotFoundError,
     PeerUnavailableError,
 )
+from fstore.node.hedge import Hedge
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
 from fstore.node.peers import Peers
@@ -26,34 +26,41 @@ class Replicator:
         self.metrics = metrics
 
     async def replicate(
-        self, key: bytes, what: str, put_on: Callable[[bytes], Awaitable[None]]
+        self,
+        key: bytes,
+        what: str,
+        put_on: Callable[[bytes], Awaitable[None]],
+        body_bytes: int = 0,
     ) -> int:
         """Put something on the ``replicas`` live members closest to ``key``.
 
-        Members are tried in XOR order, a failed target replaced by the next
-        one. It fails unless every target still live at the end acknowledged
-        (and never fewer than min(2, network size), capped at ``replicas``).
-        Returns the number of durable copies.
+        Members are tried in XOR order (overdue ones last), a failed target
+        replaced by the next one, and an overdue one (silent past the time its
+        past answers predict) joined by the next one (:class:`Hedge`). It fails
+        unless every target still live and answering acknowledged (and never
+        fewer than min(2, network size), capped at ``replicas``). Targets still
+        silent when enough copies are durable finish on their own. Returns the
+        number of durable copies.
         """
         ranked = self.peers.ranked(key)
         wanted = min(self.replicas, len(ranked))
+        hedge: Hedge[None] = Hedge(self.peers, ranked, put_on, body_bytes)
         done = 0
         failed: list[tuple[bytes, BaseException]] = []
-        candidates = iter(ranked)
-        while done < wanted:
-            batch = [n for _, n in zip(range(wanted - done), candidates, strict=False)]
-            if not batch:
-                break
-            results = await asyncio.gather(*(put_on(n) for n in batch), return_exceptions=True)
-            for node, result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    failed.append((node, result))
-                else:
-                    done += 1
+        try:
+            while done < wanted and not hedge.exhausted:
+                if hedge.waiting_only_on_overdue and done >= self._required(wanted, done, failed):
+                    break
+                for node, result in await hedge.wait(wanted - done):
+                    if isinstance(result, BaseException):
+                        failed.append((node, result))
+                    else:
+                        done += 1
+        finally:
+            hedge.detach()
+            self.metrics.hedged_requests.inc(hedge.hedged)
         self.metrics.replication_failures.inc(len(failed))
-        live = self.peers.live()
-        still_live_failures = sum(1 for node, _ in failed if node in live)
-        required = min(wanted, max(done + still_live_failures, min(2, len(live) + 1)))
+        required = self._required(wanted, done, failed)
         if done < required:
             reasons = "; ".join(f"{n.hex()[:12]}: {e}" for n, e in failed)
             message = f"{what}: {done} durable copies, {required} required ({reasons})"
@@ -65,12 +72,19 @@ class Replicator:
             raise InsufficientReplicasError(message)
         return done
 
+    def _required(self, wanted: int, done: int, failed: list[tuple[bytes, BaseException]]) -> int:
+        """Copies a put needs: every target that is live, answering and not refusing."""
+        live = self.peers.live()
+        still_live_failures = sum(1 for node, _ in failed if node in live)
+        return min(wanted, max(done + still_live_failures, min(2, len(live) + 1)))
+
     async def put_blob(self, address: bytes, blob: bytes | memoryview) -> int:
         """Durable copies of a blob this process sealed; returns how many."""
         return await self.replicate(
             address,
             f"blob {address.hex()}",
             lambda node: self.put_blob_on(node, address, blob),
+            len(blob),
         )
 
     async def confirm_blob(self, address: bytes) -> int:

@@ -17,12 +17,11 @@ from fstore.net import placement
 from fstore.net.link import PeerLink, Reply
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
-from fstore.node.names import Names, record_entry
+from fstore.node.names import LIST_PAGE_BYTES, Names, record_entry
 from fstore.node.peers import Peers
 
 log = logging.getLogger(__name__)
 
-LIST_PAGE_BYTES = 1024 * 1024
 MAX_PEERS_LISTED = 256
 MAX_HAS_BLOBS = 1024
 
