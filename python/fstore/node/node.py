@@ -43,6 +43,7 @@ from fstore.errors import (
 )
 from fstore.formats.capability import Capability
 from fstore.formats.manifest import ChunkRef, Manifest
+from fstore.formats.names import check_name
 from fstore.formats.records import HybridClock, NameKeys, NameValue, Version
 from fstore.net import placement, wire
 from fstore.net.identity import Identity, load_namespace_secret, load_network_key
@@ -265,8 +266,7 @@ class Node:
         self, name: str, source: Source, *, meta: dict[str, Any] | None = None
     ) -> StoreResult:
         """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob."""
-        if not name or len(name.encode("utf-8")) > 4096:
-            raise InvalidArgumentError("a name is 1 to 4096 bytes of UTF-8")
+        check_name(name)
         pipeline = _native.StorePipeline(self._namespace_secret)
         refs: dict[int, ChunkRef] = {}
         window = asyncio.Semaphore(STORE_WINDOW)
@@ -426,6 +426,7 @@ class Node:
         so candidates are tried from the highest version down, and one that does
         not open under its locator and version, or names another name, is skipped.
         """
+        check_name(name)
         locator = self._names.locator(name)
         candidates: list[tuple[bytes, Version, bytes | None]] = []
         held = self.catalog.get_record(locator)
@@ -494,6 +495,7 @@ class Node:
 
     async def delete(self, name: str) -> None:
         """Delete ``name``: a tombstone record that outranks every earlier version."""
+        check_name(name)
         value = await self._resolve(name)
         await self._put_name(NameValue(name, None, 0, b"", time.time()))
         log.info("deleted %r (%d bytes)", name, value.size)
