@@ -99,8 +99,10 @@ def test_decoded_names_follow_the_rules_too() -> None:
 
 def test_a_name_from_undecodable_bytes_is_not_valid_utf8() -> None:
     name = os.fsdecode(b"bad\xffname")  # what Python makes of such a file name
-    with pytest.raises(InvalidNameError, match="valid UTF-8: U\\+DCFF at character 4"):
+    with pytest.raises(InvalidNameError, match="valid UTF-8, but character 4 is the byte 0xff"):
         check_name(name)
+    with pytest.raises(InvalidNameError, match="valid UTF-8, but character 2 is U\\+D800"):
+        check_name("a\ud800")
 
 
 def test_printable_escapes_every_control_and_only_them() -> None:

@@ -17,7 +17,7 @@ MAX_NAME_BYTES = 4096
 # fs1: (capabilities), fsn1: (join tokens), and fs<letters><digits>: kept for future kinds.
 _RESERVED_PREFIX = re.compile(r"fs[a-z]*[0-9]+:", re.ASCII | re.IGNORECASE)
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-# A lone surrogate in a str stands for a byte that was not UTF-8 (surrogateescape).
+# A lone surrogate is no character: it cannot be UTF-8 (surrogateescape makes them).
 _NOT_ALLOWED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
@@ -38,9 +38,11 @@ def check_name(name: str) -> str:
                 f"a name cannot contain control characters: U+{ord(char):04X} "
                 f"at character {position}"
             )
+        code = ord(char)
+        # Python spells an undecodable byte B of a file name or argument as U+DC00 + B.
+        what = f"the byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
         raise InvalidNameError(
-            f"a name must be valid UTF-8: U+{ord(char):04X} at character {position} is a lone "
-            "surrogate (it stands for a byte that is not UTF-8)"
+            f"a name must be valid UTF-8, but character {position} is {what} (a lone surrogate)"
         )
     size = len(name.encode("utf-8"))
     if size > MAX_NAME_BYTES:
