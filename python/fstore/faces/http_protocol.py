@@ -15,8 +15,10 @@ a :class:`web.RequestHandler` that
   as usual, a body cut short fails the handler's next read, and the connection
   closes once the answer is sent.
 
-The runner reaches the protocol through ``AppRunner._make_server``, the one place
-a runner builds its server; everything else is aiohttp's public API.
+Two things are not aiohttp's public API, and tests/test_http.py exercises both:
+the runner reaches the protocol through ``AppRunner._make_server`` (the one place
+a runner builds its server), and a half-close looks at ``_messages``, aiohttp's
+queue of requests received but not yet begun.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class ApiProtocol(web.RequestHandler):
         self._answering = False
 
     def request_started(self, body: StreamReader) -> None:
+        """A request is begun (its answer is owed until logged); ``body`` is its body."""
         self._body = body
         self._answering = True
 
@@ -126,16 +129,15 @@ class ApiProtocol(web.RequestHandler):
         return response
 
     def log_access(
-        self, request: web.BaseRequest, response: web.StreamResponse, time: float | None
+        self, request: web.BaseRequest, response: web.StreamResponse, started: float | None
     ) -> None:
         self._answering = False
         self._body = None
         if not response.get(_MALFORMED, False):
-            super().log_access(request, response, time)
+            super().log_access(request, response, started)
 
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's is bool | None
         """Keep the connection open for the answers owed, then close it."""
-        # _messages: aiohttp's queue of requests received but not yet begun.
         if self.transport is None or not (self._answering or self._messages):
             return False  # nothing owed: let the transport close
         self._end_body_early()
