@@ -29,6 +29,7 @@ import pytest
 from netutil import Cluster, MiB, NodeProcess, blake3_file, free_port, wait_until, write_random_file
 
 from fstore.faces import client
+from fstore.formats.names import is_control
 
 CLIENT = [sys.executable, "-m", "fstore.faces.client"]
 RUN_DEADLINE = 120.0  # for one command
@@ -458,3 +459,90 @@ def test_the_default_node() -> None:
     assert client.choose_node(args, {}) == client.NodeAddress(
         "http://127.0.0.1:13000", "the default"
     )
+
+
+# --- names --------------------------------------------------------------------------------------
+
+CONTROL_NAMES = {"NUL": "a\x00b", "ESC": "a\x1b[2Jb", "newline": "a\nb", "DEL": "a\x7fb"}
+CONTROL_NAMES["C1"] = "a\x9bb"
+
+
+def raw_controls(text: str) -> list[str]:
+    """The control characters in printed ``text``, but for its line ends."""
+    return [c for c in text if is_control(c) and c != "\n"]
+
+
+@pytest.mark.parametrize("command", ["put", "get", "rm"])
+@pytest.mark.parametrize("kind", list(CONTROL_NAMES))
+def test_names_with_control_characters_are_usage_errors(
+    kind: str,
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Checked before any request (the node given does not answer: that would be exit 3);
+    one line saying which character and where, itself free of control characters."""
+    name = CONTROL_NAMES[kind]
+    source = tmp_path / "source"
+    source.write_bytes(b"x")
+    argv = {
+        "put": ["put", str(source), "--name", name],
+        "get": ["get", name, "-o", str(tmp_path / "out")],
+        "rm": ["rm", name],
+    }[command]
+    assert client.main([*argv, "--node", f"127.0.0.1:{free_port()}"]) == client.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = one_line(captured.err.encode())
+    assert line.startswith("fstore: invalid name: ")
+    assert f"U+{ord(name[1]):04X} at character 2" in line
+    assert raw_controls(captured.err) == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_names_that_start_like_a_capability_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "fsd1:tree"
+    source.write_bytes(b"x")
+    dead = f"127.0.0.1:{free_port()}"
+    for argv in (["put", str(source)], ["get", "fsd1:tree", "-o", "-"], ["rm", "fs1:x"]):
+        assert client.main([*argv, "--node", dead]) == client.EXIT_USAGE, argv
+        assert "cannot start with" in one_line(capsys.readouterr().err.encode())
+
+
+def test_a_file_name_that_is_not_utf8(stand_in: str, tmp_path: Path) -> None:
+    """Its own name cannot be stored: one line, exit 2, before any request. With --name it is
+    stored; and a name argument that is not UTF-8 is refused the same way."""
+    raw = os.fsencode(tmp_path) + b"/bad\xffname"
+    Path(os.fsdecode(raw)).write_bytes(b"content")
+    dead = f"127.0.0.1:{free_port()}"
+    refused = fstore("put", os.fsdecode(raw), "--node", dead)
+    assert refused.returncode == client.EXIT_USAGE
+    line = one_line(refused.stderr)
+    assert "character 4 is the byte 0xff" in line and "bad\\xffname" in line, line
+    assert "--name" in line and refused.stdout == b""
+    stored = json.loads(
+        ok(fstore("put", os.fsdecode(raw), "--name", "good", "--json", "--node", stand_in))
+    )
+    assert stored["size"] == len(b"content")
+    for argv in (["get", "x\udcff"], ["rm", "x\udcff"]):
+        result = fstore(*argv, "--node", dead)
+        assert result.returncode == client.EXIT_USAGE, result.stderr
+        assert "valid UTF-8" in one_line(result.stderr)
+
+
+def test_ls_never_prints_a_control_character(stand_in: str) -> None:
+    """Names an older node may have stored: escaped for people, intact in --json."""
+    names = ["plain", "evil\x1b[2J\x1b]0;title\x07", "c1\x9bx", "two\nlines", "nul\x00"]
+    files = [
+        {"name": n, "size": 1, "blake3": "00" * 32, "stored_at": 0.0, "capability": "fs1:x"}
+        for n in names
+    ]
+    StandIn.files["/v1/files"] = (json.dumps({"files": files}).encode(), "listing")
+    out = ok(fstore("ls", "--node", stand_in)).decode()
+    assert raw_controls(out) == [] and out.count("\n") == len(names)
+    for escaped in ("evil\\x1b[2J\\x1b]0;title\\x07", "c1\\x9bx", "two\\x0alines", "nul\\x00"):
+        assert escaped in out
+    listed = json.loads(ok(fstore("ls", "--json", "--node", stand_in)))
+    assert [f["name"] for f in listed["files"]] == names

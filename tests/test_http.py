@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -40,8 +43,10 @@ from netutil import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from fstore import __version__
+from fstore.errors import InvalidNameError
 from fstore.faces.cli import HTTP_ADDR_FILE, default_http
-from fstore.faces.http import HttpServer, create_app, parse_range
+from fstore.faces.http import BODY_IDLE_TIMEOUT, HttpServer, create_app, name_in_path, parse_range
+from fstore.faces.http_protocol import RateLimitedLog
 from fstore.net.trust import NetworkKey
 from fstore.node import Node
 
@@ -88,6 +93,7 @@ async def network(
     replicas: int = 2,
     peers: tuple[str, ...] = (),
     join: NetworkKey | None = None,
+    body_idle_timeout: float = BODY_IDLE_TIMEOUT,
 ) -> AsyncIterator[list[Served]]:
     """``count`` nodes sharing one namespace, linked, each serving HTTP on an ephemeral port.
 
@@ -109,7 +115,9 @@ async def network(
                 namespace_file=namespace,
             )
             await stack.enter_async_context(node)
-            server = await stack.enter_async_context(HttpServer(node))
+            server = await stack.enter_async_context(
+                HttpServer(node, body_idle_timeout=body_idle_timeout)
+            )
             served.append(Served(node, f"http://{server.address}"))
         for s in served:
             await s.node.wait_for_peers(count - 1 + len(peers), LINK_TIMEOUT)
@@ -374,8 +382,8 @@ async def raw_request(address: str, request: str, *, hang_up: bool = False) -> b
 
 
 def test_request_errors(tmp_path: Path) -> None:
-    """400 (capabilities, a name too long), 404 (names, paths), 405 and 411, all JSON; an
-    upload cut short stores nothing."""
+    """400 (capabilities; a name too long is invalid_name), 404 (names, paths), 405 and 411,
+    all JSON; an upload cut short stores nothing."""
 
     async def scenario() -> None:
         async with network(tmp_path, 1) as (a,), aiohttp.ClientSession() as http:
@@ -383,7 +391,7 @@ def test_request_errors(tmp_path: Path) -> None:
                 async with http.get(a.url("/v1/caps/" + cap)) as response:
                     await assert_error(response, 400, "bad_request")
             async with http.put(a.file_url("n" * 4097), data=b"x") as response:
-                await assert_error(response, 400, "bad_request")
+                await assert_error(response, 400, "invalid_name")
             for method in ("GET", "DELETE"):
                 async with http.request(method, a.file_url("missing")) as response:
                     await assert_error(response, 404, "not_found")
@@ -406,6 +414,301 @@ def test_request_errors(tmp_path: Path) -> None:
             await raw_request(address, cut + "x" * 100_000, hang_up=True)
             async with http.get(a.file_url("cut")) as response:
                 await assert_error(response, 404, "not_found")
+
+    run(scenario())
+
+
+# --- names in paths ------------------------------------------------------------------------
+
+CONTROL_NAMES = ["a\x00b", "a\x1b[31mb", "a\nb", "a\x7fb", "a\x9bb"]  # NUL, ESC, LF, DEL, C1
+RESERVED_NAMES = ["fs1:hello", "fsd1:tree", "FSN1:x"]
+
+
+def test_names_with_control_characters_or_a_capability_prefix_are_invalid(
+    tmp_path: Path,
+) -> None:
+    """NUL, ESC, newline, DEL and a C1 control in a name: PUT, GET, HEAD and DELETE are 400
+    invalid_name naming the character and where, and the Node refuses them too; so are names
+    that start like a capability. Nothing is stored."""
+
+    async def scenario() -> None:
+        async with network(tmp_path, 1, replicas=1) as (a,), aiohttp.ClientSession() as http:
+            for name in CONTROL_NAMES:
+                where = f"U+{ord(name[1]):04X} at character 2"
+                async with http.put(a.file_url(name), data=b"x") as response:
+                    assert where in await assert_error(response, 400, "invalid_name")
+                for method in ("GET", "DELETE"):
+                    async with http.request(method, a.file_url(name)) as response:
+                        assert where in await assert_error(response, 400, "invalid_name")
+                async with http.head(a.file_url(name)) as response:
+                    assert response.status == 400
+                with pytest.raises(InvalidNameError, match=re.escape(where)):
+                    await a.node.store(name, b"x")
+                with pytest.raises(InvalidNameError, match=re.escape(where)):
+                    await a.node.read(name)
+                with pytest.raises(InvalidNameError, match=re.escape(where)):
+                    await a.node.delete(name)
+            for name in RESERVED_NAMES:
+                async with http.put(a.file_url(name), data=b"x") as response:
+                    message = await assert_error(response, 400, "invalid_name")
+                    assert "cannot start with" in message
+                async with http.get(a.file_url(name)) as response:
+                    await assert_error(response, 400, "invalid_name")
+                with pytest.raises(InvalidNameError):
+                    await a.node.store(name, b"x")
+            with pytest.raises(InvalidNameError):
+                await a.node.read(
+                    "fsd1:tree"
+                )  # fs1: is a capability, anything else like it no name
+            async with http.get(a.url("/v1/files")) as response:
+                assert await response.json() == {"files": []}
+            assert blob_files(a.node.data_dir) == []
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("segment", "name"),
+    [("plain", "plain"), ("a%2Fb%20c", "a/b c"), ("%C3%A9t%c3%a9", "été"), ("%25ff", "%ff")],
+)
+def test_name_in_path(segment: str, name: str) -> None:
+    assert name_in_path(segment) == name
+
+
+@pytest.mark.parametrize("segment", ["%ff%fe", "%c3%28", "%e2%82", "%zz", "a%2", "%", "%1b"])
+def test_name_in_path_is_strict(segment: str) -> None:
+    with pytest.raises(InvalidNameError):
+        name_in_path(segment)
+
+
+def test_percent_escapes_are_decoded_strictly(tmp_path: Path) -> None:
+    """Escapes that are not UTF-8 (%ff%fe, %c3%28) or not escapes at all are 400 invalid_name
+    for every method, never a file named by their literal text; %25ff names the file "%ff",
+    which no other path reaches."""
+
+    async def scenario() -> None:
+        async with network(tmp_path, 1, replicas=1) as (a,), aiohttp.ClientSession() as http:
+            address = a.base.removeprefix("http://")
+            for segment in ("%ff%fe", "%c3%28", "%zz", "a%2"):
+                for method, body in (("PUT", "x"), ("GET", ""), ("DELETE", "")):
+                    answer = await exchange(
+                        address,
+                        f"{method} /v1/files/{segment} HTTP/1.1\r\nHost: x\r\n"
+                        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}".encode(),
+                    )
+                    json_error(answer, 400, "invalid_name")
+            async with http.get(a.url("/v1/files")) as response:
+                assert await response.json() == {"files": []}
+
+            async with http.put(a.url("/v1/files/%25ff"), data=b"literal") as response:
+                assert (await response.json())["name"] == "%ff"
+            get = b"GET /v1/files/%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            json_error(await exchange(address, get), 400, "invalid_name")
+            async with http.get(a.file_url("%ff")) as response:
+                assert await response.read() == b"literal"
+
+    run(scenario())
+
+
+# --- malformed requests, bodies that stall, half-closed connections --------------------------
+
+EXCHANGE_DEADLINE = 10.0  # for one raw exchange to end with the server closing the connection
+
+
+async def exchange(address: str, *parts: bytes, half_close: bool = False) -> bytes:
+    """Send ``parts``, then (``half_close``) close the sending side; all the server answers
+    until it closes the connection."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        for part in parts:
+            writer.write(part)
+        if half_close:
+            writer.write_eof()
+        await writer.drain()
+        async with asyncio.timeout(EXCHANGE_DEADLINE):
+            return await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def json_error(answer: bytes, status: int, code: str) -> str:
+    """``answer`` is the whole JSON error of docs/API.md, with this status and code; its message."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    assert status_line.split(" ")[1] == str(status), answer
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    assert headers["content-type"].startswith("application/json"), answer
+    assert int(headers["content-length"]) == len(body), answer
+    error = json.loads(body)["error"]
+    assert error["code"] == code, answer
+    assert isinstance(error["message"], str) and error["message"]
+    return str(error["message"])
+
+
+def request_log(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """What the HTTP layers (aiohttp's and the node's) logged."""
+    return [r for r in caplog.records if r.name.startswith(("aiohttp", "fstore.faces"))]
+
+
+MALFORMED = {
+    "request line": b"GARBAGE\r\n\r\n",
+    "method": b"G@T /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "Content-Length": b"PUT /v1/files/x HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    "chunk size": (
+        b"PUT /v1/files/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    ),
+    "request line too long": b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "header too long": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 10_000 + b"\r\n\r\n",
+    "bytes after Connection: close": (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGARBAGE\r\n\r\n"
+    ),
+    "a control byte in the path": b"GET /v1/files/a\x1bb HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
+def test_malformed_requests_get_the_json_error_and_one_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Requests aiohttp cannot parse are answered 400 with the JSON error, and the connection
+    closed; all of them together log one line, without a traceback, and no access-log
+    lines. Nothing is stored."""
+    caplog.set_level(logging.INFO)
+
+    async def scenario() -> None:
+        async with network(tmp_path, 1, replicas=1) as (a,):
+            address = a.base.removeprefix("http://")
+            caplog.clear()
+            for what, request in MALFORMED.items():
+                message = json_error(await exchange(address, request), 400, "bad_request")
+                assert message.startswith("malformed request: "), what
+            (line,) = request_log(caplog)
+            assert line.levelno == logging.WARNING and line.exc_info is None
+            assert "malformed request from 127.0.0.1" in line.getMessage()
+            assert "\n" not in line.getMessage()
+            assert await a.node.list() == []
+
+    run(scenario())
+
+
+def test_rate_limited_log_counts_the_lines_it_leaves_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = 100.0
+    logger = logging.getLogger("test_http.limited")
+    limited = RateLimitedLog(logger, interval=10, clock=lambda: now)
+    caplog.set_level(logging.WARNING, logger=logger.name)
+    assert limited.warning("first")
+    for _ in range(3):
+        now += 3
+        assert not limited.warning("again")
+    now = 110.0
+    assert limited.warning("later")
+    assert limited.warning("much later") is False  # within 10 s of "later"
+    now = 1000.0
+    assert limited.warning("alone")
+    assert [r.getMessage() for r in caplog.records] == [
+        "first",
+        "later (3 more like it in the last 10 s)",
+        "alone (1 more like it in the last 10 s)",
+    ]
+
+
+def test_an_upload_that_stops_sending_is_408_and_stores_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upload that stalls after 10 of 100 bytes, and a chunked one whose bad chunk size
+    comes only after its headers were answered 100 Continue, are answered 408 once no byte
+    has come for the idle timeout, and their connections closed: nothing is stored, nothing
+    logged as an error."""
+    idle = 0.5
+    caplog.set_level(logging.INFO)
+
+    async def scenario() -> None:
+        async with (
+            network(tmp_path, 1, replicas=1, body_idle_timeout=idle) as (a,),
+            aiohttp.ClientSession() as http,
+        ):
+            address = a.base.removeprefix("http://")
+            started = time.monotonic()
+            stalled = b"PUT /v1/files/stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+            answer = await exchange(address, stalled + b"0123456789")
+            assert time.monotonic() - started >= idle
+            assert "after 10 bytes" in json_error(answer, 408, "request_timeout")
+
+            host, _, port = address.rpartition(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(
+                b"PUT /v1/files/late HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            async with asyncio.timeout(EXCHANGE_DEADLINE):
+                assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+                writer.write(b"zz\r\n")
+                answer = await reader.read()
+            writer.close()
+            json_error(answer, 408, "request_timeout")
+
+            for name in ("stalled", "late"):
+                async with http.get(a.file_url(name)) as response:
+                    await assert_error(response, 404, "not_found")
+            assert await a.node.list() == []
+            assert blob_files(a.node.data_dir) == []
+            assert sample(await scrape(http, a), "fstore_stored_bytes_total") == 0
+            assert not [r for r in request_log(caplog) if r.levelno >= logging.ERROR]
+
+    run(scenario())
+
+
+def test_an_upload_that_keeps_sending_slowly_is_not_cut(tmp_path: Path) -> None:
+    """The timeout is for silence, not for the whole body: pieces a quarter of it apart, for
+    longer than it in all, are stored."""
+    idle = 1.0
+
+    async def slow_client() -> AsyncIterator[bytes]:
+        for _ in range(6):
+            yield b"x" * 1000
+            await asyncio.sleep(idle / 4)  # the pace of a slow client, not a wait for anything
+
+    async def scenario() -> None:
+        async with (
+            network(tmp_path, 1, replicas=1, body_idle_timeout=idle) as (a,),
+            aiohttp.ClientSession() as http,
+        ):
+            started = time.monotonic()
+            async with http.put(a.file_url("slow"), data=slow_client()) as response:
+                assert response.status == 201, await response.text()
+                assert (await response.json())["size"] == 6000
+            assert time.monotonic() - started > idle
+
+    run(scenario())
+
+
+def test_a_half_closed_request_is_answered(tmp_path: Path) -> None:
+    """A client that closes its sending side after its request still gets the answer, then
+    the connection closes: 201 for a whole upload, 200 for a GET, 400 for an upload cut
+    short (nothing stored); a connection half-closed before any request is closed."""
+
+    async def scenario() -> None:
+        async with network(tmp_path, 1, replicas=1) as (a,):
+            address = a.base.removeprefix("http://")
+            whole = b"PUT /v1/files/whole HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
+            answer = await exchange(address, whole + b"0123456789", half_close=True)
+            assert answer.startswith(b"HTTP/1.1 201 "), answer
+            assert await a.node.read("whole") == b"0123456789"
+
+            get = b"GET /v1/files/whole HTTP/1.1\r\nHost: x\r\n\r\n"
+            answer = await exchange(address, get, half_close=True)
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n0123456789")
+
+            cut = b"PUT /v1/files/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+            answer = await exchange(address, cut + b"0123456789", half_close=True)
+            assert "after 10 bytes" in json_error(answer, 400, "bad_request")
+            assert [e.name for e in await a.node.list()] == ["whole"]
+
+            assert await exchange(address, half_close=True) == b""
 
     run(scenario())
 

@@ -16,6 +16,14 @@ class InvalidArgumentError(FstoreError, ValueError):
     """An argument is malformed: a key of the wrong length, bad chunker sizes, ..."""
 
 
+class InvalidNameError(InvalidArgumentError):
+    """A file name breaks the name rules (``fstore.formats.names``, docs/FORMAT.md section 8).
+
+    The message says which rule, and for a bad character which one (as ``U+XXXX``)
+    and where.
+    """
+
+
 class AlreadyFinalizedError(FstoreError):
     """A streaming object was used after ``finalize``/``finish`` or after a failure.
 
@@ -165,6 +173,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidCapabilityError",
     "InvalidJoinTokenError",
+    "InvalidNameError",
     "NetworkError",
     "NetworkMismatchError",
     "NotFoundError",

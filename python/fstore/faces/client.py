@@ -15,7 +15,13 @@ Which node, first match wins:
 With ``--json`` a command prints one JSON document on stdout (the API's own
 JSON where the API answers with JSON) and nothing else; stdout is empty when
 it fails. Errors are one line on stderr, ``fstore: <code>: <message>`` for an
-error the node reported.
+error the node reported. Nothing printed for people carries a raw control
+character: any (in a name stored by an older node, say) is written as an
+escape, ``\\x1b``.
+
+Names given on the command line (and a file's own name, for ``put``) are
+checked against the name rules before any request (``fstore.formats.names``):
+a bad one, or one that is not valid UTF-8, is a usage error.
 
 Exit codes:
 
@@ -41,6 +47,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from fstore.errors import InvalidNameError
+from fstore.formats.names import check_name, printable
 
 if TYPE_CHECKING:
     from http.client import HTTPConnection, HTTPResponse
@@ -75,8 +84,18 @@ class Failure(Exception):
     """A failed command: ``fstore: <message>`` on stderr, and ``exit_code``."""
 
     def __init__(self, exit_code: int, message: str) -> None:
-        super().__init__(" ".join(message.split()))  # always one line
+        super().__init__(shown(" ".join(message.split())))  # always one plain line
         self.exit_code = exit_code
+
+
+def shown(text: str) -> str:
+    """``text`` safe to print: control characters and bytes that were not UTF-8 (in a file
+    name from the command line) written as ``\\xNN``."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return printable(text)
 
 
 def usage_error(message: str) -> Failure:
@@ -85,6 +104,14 @@ def usage_error(message: str) -> Failure:
 
 def local_error(what: str, error: OSError) -> Failure:
     return usage_error(f"{what}: {error.strerror or error}")
+
+
+def checked_name(name: str, hint: str = "") -> str:
+    """``name`` if it follows the name rules; else a usage error saying why, then ``hint``."""
+    try:
+        return check_name(name)
+    except InvalidNameError as e:
+        raise usage_error(f"invalid name: {e}{hint}") from None
 
 
 # --- which node ----------------------------------------------------------------------
@@ -362,14 +389,11 @@ def read_pieces(source: IO[bytes], size: int | None, meter: Meter, what: str) ->
 
 def put_name(args: argparse.Namespace) -> str:
     if args.name is not None:
-        name = str(args.name)
-    elif args.file == "-":
+        return checked_name(str(args.name))
+    if args.file == "-":
         raise usage_error("stdin has no name: give it one with --name NAME")
-    else:
-        name = Path(args.file).name
-    if not name:
-        raise usage_error("the name is empty: give one with --name NAME")
-    return name
+    base = Path(args.file).name
+    return checked_name(base, f" (the name of {args.file}; choose one with --name NAME)")
 
 
 def put(api: Api, args: argparse.Namespace) -> None:
@@ -503,6 +527,8 @@ def receive(api: Api, response: HTTPResponse, out: IO[bytes], meter: Meter) -> N
 
 
 def get(api: Api, args: argparse.Namespace) -> None:
+    if not is_capability(args.target):
+        checked_name(args.target)
     path = output_path(args)
     kind = "caps" if is_capability(args.target) else "files"
     response = api.request("GET", f"/v1/{kind}/{path_segment(args.target)}")
@@ -538,6 +564,7 @@ def ls_lines(listing: Any) -> Iterator[str]:
 
 
 def rm(api: Api, args: argparse.Namespace) -> None:
+    checked_name(args.name)
     api.request("DELETE", "/v1/files/" + path_segment(args.name)).close()
     emit(args, {"name": args.name, "deleted": True}, lambda r: [f"deleted {r['name']}"])
 
@@ -569,7 +596,7 @@ def emit(args: argparse.Namespace, data: Any, lines: Callable[[Any], Iterable[st
         print(json.dumps(data))
     else:
         for line in lines(data):
-            print(line)
+            print(printable(line))
 
 
 # --- demo ------------------------------------------------------------------------------

@@ -13,8 +13,14 @@ For the same reason the last chunk of a whole file is sent only after the
 whole file's BLAKE3 has been checked.
 
 Errors are JSON, ``{"error": {"code", "message"}}``, made in one middleware
-from the :mod:`fstore.errors` hierarchy; another middleware times every
+from the :mod:`fstore.errors` hierarchy (and, for requests aiohttp cannot
+parse, by :mod:`fstore.faces.http_protocol`); another middleware times every
 request for ``fstore_http_request_duration_seconds``.
+
+The ``{name}`` of a path is percent-decoded strictly: a malformed escape or
+bytes that are not UTF-8 are an invalid name, never taken as literal text. An
+upload that sends no body bytes for ``body_idle_timeout`` seconds is answered
+408 and its connection closed; nothing is stored.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, Self
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
@@ -38,14 +46,24 @@ from fstore.errors import (
     IntegrityError,
     InvalidArgumentError,
     InvalidCapabilityError,
+    InvalidNameError,
     NotFoundError,
 )
+from fstore.faces.http_protocol import ApiRunner, RateLimitedLog, error_response
 from fstore.formats.capability import Capability
+from fstore.formats.names import decode_name
 from fstore.node import PIECE_SIZE, FileEntry, Node
 from fstore.node.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fstore.node.metrics import NodeMetrics
 
-__all__ = ["ApiError", "HttpServer", "create_app", "format_hostport", "parse_range"]
+__all__ = [
+    "ApiError",
+    "HttpServer",
+    "create_app",
+    "format_hostport",
+    "name_in_path",
+    "parse_range",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +71,11 @@ FILE_ROUTE = "/v1/files/{name}"
 CAP_ROUTE = "/v1/caps/{capability}"
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 SHUTDOWN_TIMEOUT = 5.0  # seconds a stopping node lets requests in flight finish
+BODY_IDLE_TIMEOUT = 30.0  # seconds an upload may send no body bytes before a 408
 
 # The fstore errors a request can fail with, most specific first.
 _STATUSES: tuple[tuple[type[FstoreError], int, str], ...] = (
+    (InvalidNameError, 400, "invalid_name"),
     (InvalidArgumentError, 400, "bad_request"),
     (InvalidCapabilityError, 400, "bad_request"),
     (NotFoundError, 404, "not_found"),
@@ -69,15 +89,26 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
 
 
 class ApiError(Exception):
-    """An error response decided by the HTTP layer itself (a bad header, a bad range)."""
+    """An error response decided by the HTTP layer itself (a bad header, a bad range).
+
+    With ``close_connection`` the connection is closed once the error is sent,
+    whatever is left of the request unread.
+    """
 
     def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        close_connection: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.headers = dict(headers or {})
+        self.close_connection = close_connection
 
 
 class RangeNotSatisfiable(ApiError):
@@ -87,6 +118,17 @@ class RangeNotSatisfiable(ApiError):
             "range_not_satisfiable",
             f"the range is outside the file of {size} bytes",
             {hdrs.CONTENT_RANGE: f"bytes */{size}"},
+        )
+
+
+class RequestTimeout(ApiError):
+    def __init__(self, idle: float, received: int) -> None:
+        super().__init__(
+            408,
+            "request_timeout",
+            f"no bytes of the request body arrived for {idle:g} s (after {received} bytes); "
+            "nothing was stored",
+            close_connection=True,
         )
 
 
@@ -127,6 +169,31 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
     return start, min(end, size)
 
 
+_MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def name_in_path(segment: str) -> str:
+    """The name a percent-encoded path segment spells, decoded strictly.
+
+    A ``%`` not followed by two hex digits, or escapes that decode to bytes that
+    are not UTF-8, raise :class:`InvalidNameError` instead of standing for
+    themselves (``%ff`` would otherwise name the same file as ``%25ff``).
+    """
+    bad = _MALFORMED_ESCAPE.search(segment)
+    if bad is not None:
+        raise InvalidNameError(
+            f"a malformed percent escape in the name at character {bad.start() + 1}: "
+            "% must be followed by two hex digits"
+        )
+    return decode_name(unquote_to_bytes(segment))
+
+
+def _path_name(request: web.Request) -> str:
+    # The route's last segment as sent, still percent-encoded (aiohttp's match_info
+    # keeps an escape that is not UTF-8 as literal text).
+    return name_in_path(request.rel_url.raw_name)
+
+
 def _number(text: str, header: str) -> int:
     text = text.strip()
     if not (text.isascii() and text.isdigit()):
@@ -161,13 +228,6 @@ def _route_of(request: web.Request) -> str:
 # --- middlewares ---------------------------------------------------------------------------
 
 
-def _error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    body = {"error": {"code": code, "message": message}}
-    return web.json_response(body, status=status, headers=headers)
-
-
 def _status_of(error: FstoreError) -> tuple[int, str]:
     for kind, status, code in _STATUSES:
         if isinstance(error, kind):
@@ -181,24 +241,34 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as e:
-        return _error_response(e.status, e.code, str(e), e.headers)
+        response = error_response(e.status, e.code, str(e), e.headers)
+        return await _send_and_close(request, response) if e.close_connection else response
     except web.HTTPException as e:
         if e.status < 400:
             raise
         code = _HTTP_CODES.get(e.status, "internal")
         allow = {"Allow": e.headers[hdrs.ALLOW]} if hdrs.ALLOW in e.headers else None
-        return _error_response(e.status, code, e.reason, allow)
+        return error_response(e.status, code, e.reason, allow)
     except FstoreError as e:
         status, code = _status_of(e)
         if status == 500:
             log.exception("%s %s failed", request.method, request.path)
-        return _error_response(status, code, str(e))
+        return error_response(status, code, str(e))
     except ConnectionError as e:  # the client went away, an upload cut short
         log.info("%s %s: the connection was lost: %s", request.method, request.path, e)
-        return _error_response(400, "bad_request", f"the connection was lost: {e}")
+        return error_response(400, "bad_request", f"the connection was lost: {e}")
     except Exception as e:
         log.exception("%s %s failed", request.method, request.path)
-        return _error_response(500, "internal", f"{type(e).__name__} (see the node's log)")
+        return error_response(500, "internal", f"{type(e).__name__} (see the node's log)")
+
+
+async def _send_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send ``response`` whole, then close the connection without reading the rest."""
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
 
 
 def _timing(metrics: NodeMetrics) -> Middleware:
@@ -223,11 +293,20 @@ def _timing(metrics: NodeMetrics) -> Middleware:
 # --- streaming -----------------------------------------------------------------------------
 
 
-async def _body_pieces(request: web.Request) -> AsyncIterator[bytes]:
+async def _body_bytes(request: web.Request, idle_timeout: float) -> bytes:
+    """The next bytes of the request body, b"" at its end; a 408 if none come in time."""
+    try:
+        async with asyncio.timeout(idle_timeout):
+            return await request.content.readany()
+    except TimeoutError:
+        raise RequestTimeout(idle_timeout, request.content.total_bytes) from None
+
+
+async def _body_pieces(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
     """The request body as it arrives, gathered into pieces of about PIECE_SIZE."""
     parts: list[bytes] = []
     size = 0
-    async for data in request.content.iter_any():
+    while data := await _body_bytes(request, idle_timeout):
         parts.append(data)
         size += len(data)
         if size >= PIECE_SIZE:
@@ -275,14 +354,16 @@ async def _send_pieces(
 class _Api:
     """The request handlers of one node."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, body_idle_timeout: float) -> None:
         self.node = node
+        self.body_idle_timeout = body_idle_timeout
 
     async def put_file(self, request: web.Request) -> web.Response:
         chunked = "chunked" in request.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
         if request.content_length is None and not chunked:
             raise ApiError(411, "length_required", "send Content-Length or a chunked body")
-        result = await self.node.store(request.match_info["name"], _body_pieces(request))
+        name = _path_name(request)
+        result = await self.node.store(name, _body_pieces(request, self.body_idle_timeout))
         entry = FileEntry(
             result.name, result.size, result.blake3, result.stored_at, result.capability
         )
@@ -290,7 +371,7 @@ class _Api:
         return web.json_response(_entry_json(entry), status=201, headers=headers)
 
     async def get_file(self, request: web.Request) -> web.StreamResponse:
-        return await self._send_file(request, request.match_info["name"])
+        return await self._send_file(request, _path_name(request))
 
     async def get_capability(self, request: web.Request) -> web.StreamResponse:
         text = request.match_info["capability"]
@@ -321,7 +402,7 @@ class _Api:
         return await _send_pieces(request, response, self.node.read_range(manifest, start, end))
 
     async def delete_file(self, request: web.Request) -> web.Response:
-        await self.node.delete(request.match_info["name"])
+        await self.node.delete(_path_name(request))
         return web.Response(status=204)
 
     async def list_files(self, request: web.Request) -> web.Response:
@@ -363,9 +444,9 @@ class _Api:
         return web.json_response(OPENAPI)
 
 
-def create_app(node: Node) -> web.Application:
+def create_app(node: Node, *, body_idle_timeout: float = BODY_IDLE_TIMEOUT) -> web.Application:
     """The aiohttp application serving ``node``'s API (docs/API.md)."""
-    api = _Api(node)
+    api = _Api(node, body_idle_timeout)
     app = web.Application(middlewares=[_timing(node.metrics), _errors])
     app.router.add_put(FILE_ROUTE, api.put_file)
     app.router.add_get(FILE_ROUTE, api.get_file)  # and HEAD
@@ -381,12 +462,22 @@ def create_app(node: Node) -> web.Application:
 
 
 class HttpServer:
-    """The API of one node, listening: ``async with HttpServer(node, host, port) as server``."""
+    """The API of one node, listening: ``async with HttpServer(node, host, port) as server``.
 
-    def __init__(self, node: Node, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._runner = web.AppRunner(
-            create_app(node),
-            handle_signals=False,
+    ``body_idle_timeout``: seconds an upload may send no body bytes before a 408.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        body_idle_timeout: float = BODY_IDLE_TIMEOUT,
+    ) -> None:
+        self._runner = ApiRunner(
+            create_app(node, body_idle_timeout=body_idle_timeout),
+            malformed=RateLimitedLog(log),
             access_log_format=ACCESS_LOG_FORMAT,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
@@ -447,7 +538,8 @@ def _parameter(name: str, where: str, description: str, *, required: bool) -> di
 _NAME = _parameter(
     "name",
     "path",
-    "the file's name, URL-encoded (UTF-8, 1 to 4096 bytes; / as %2F)",
+    "the file's name, percent-encoded UTF-8 (1 to 4096 bytes, no control characters, "
+    "not starting like a capability such as fs1:; / as %2F)",
     required=True,
 )
 _CAPABILITY = _parameter("capability", "path", "a capability, fs1:…", required=True)
@@ -485,14 +577,14 @@ OPENAPI: dict[str, Any] = {
                 "requestBody": {"required": True, **_BYTES},
                 "responses": {
                     **_json_answer(201, "stored", "FileEntry"),
-                    **_errors_of(400, 411, 413, 503, 507),
+                    **_errors_of(400, 408, 411, 413, 503, 507),
                 },
             },
             "get": {"summary": "the file's bytes, streamed", **_DOWNLOAD},
             "head": {"summary": "the headers of the GET", **_DOWNLOAD},
             "delete": {
                 "summary": "delete the name",
-                "responses": {"204": {"description": "deleted"}, **_errors_of(404, 503)},
+                "responses": {"204": {"description": "deleted"}, **_errors_of(400, 404, 503)},
             },
         },
         "/v1/files": {

@@ -23,6 +23,7 @@ from fstore.errors import (
     PeerUnavailableError,
     RemoteError,
 )
+from fstore.formats.names import check_name
 from fstore.formats.records import HybridClock, NameKeys, NameValue, Version
 from fstore.net.link import PeerLink
 from fstore.node.peers import Peers
@@ -98,6 +99,7 @@ class Names:
         so candidates are tried from the highest version down, and one that does
         not open under its locator and version, or names another name, is skipped.
         """
+        check_name(name)
         locator = self.keys.locator(name)
         candidates: list[tuple[bytes, Version, bytes | None]] = []
         held = self.catalog.get_record(locator)

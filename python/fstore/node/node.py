@@ -20,6 +20,7 @@ from typing import Any
 from fstore.errors import InvalidArgumentError
 from fstore.formats.capability import Capability
 from fstore.formats.manifest import Manifest
+from fstore.formats.names import check_name
 from fstore.formats.records import NameKeys
 from fstore.net.identity import Identity, load_namespace_secret, load_network_key
 from fstore.net.link import LinkLimits, Listener, PeerLink, Reply, parse_hostport
@@ -37,8 +38,6 @@ from fstore.storage.blobs import BlobStore
 from fstore.storage.catalog import Catalog
 
 log = logging.getLogger(__name__)
-
-MAX_NAME_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -178,12 +177,12 @@ class Node:
         self, name: str, source: Source, *, meta: dict[str, Any] | None = None
     ) -> StoreResult:
         """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob."""
-        if not name or len(name.encode("utf-8")) > MAX_NAME_BYTES:
-            raise InvalidArgumentError(f"a name is 1 to {MAX_NAME_BYTES} bytes of UTF-8")
+        check_name(name)
         return await self.writer.store(name, source, meta=meta)
 
     async def delete(self, name: str) -> None:
         """Delete ``name``: a tombstone record that outranks every earlier version."""
+        check_name(name)
         value = await self.names.delete(name)
         log.info("deleted %r (%d bytes)", name, value.size)
 
