@@ -52,6 +52,7 @@ from fstore.net.trust import LinkCredentials, NetworkKey
 from fstore.node.metrics import NodeMetrics, NodeStats
 from fstore.storage.blobs import BlobStore
 from fstore.storage.catalog import Catalog
+from fstore.storage.lock import DataDirLock
 
 log = logging.getLogger(__name__)
 
@@ -122,33 +123,41 @@ class Node:
             raise InvalidArgumentError("replicas must be at least 1")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.replicas = replicas
-        self._listen = parse_hostport(listen)
-        self._bootstrap = list(peers)
-        self.identity = Identity.load_or_create(self.data_dir)
-        self.node_id = self.identity.node_id
-        self.network, self.created_network = load_network_key(self.data_dir, network)
-        self._credentials = LinkCredentials(self.identity.private_key, self.network, self.data_dir)
-        secret = load_namespace_secret(
-            self.data_dir, Path(namespace_file) if namespace_file else None
-        )
-        self._namespace_secret = secret
-        self._names = NameKeys(secret)
-        self._clock = HybridClock()
-        self.blobs = BlobStore(self.data_dir, durable=durable)
-        self.catalog = Catalog(self.data_dir / "fstore.db")
-        self._ping_interval = ping_interval
-        # Per-link timeouts and rate: the defaults, or FSTORE_* environment overrides.
-        self._limits = limits if limits is not None else LinkLimits.from_env()
-        # Verification failures per peer (in memory): a peer that served bytes not
-        # matching their address is asked last in _fetch_blob from then on.
-        self._lies: dict[bytes, int] = {}
-        self._server: Listener | None = None
-        self._members: Membership | None = None
-        self.address = ""
-        self.metrics = NodeMetrics()
-        self._pins_pending: set[bytes] = set()
-        self._pin_flush: asyncio.Task[None] | None = None
+        # One node per data directory: held until stop(), released here if __init__ fails.
+        self._lock = DataDirLock(self.data_dir)
+        try:
+            self.replicas = replicas
+            self._listen = parse_hostport(listen)
+            self._bootstrap = list(peers)
+            self.identity = Identity.load_or_create(self.data_dir)
+            self.node_id = self.identity.node_id
+            self.network, self.created_network = load_network_key(self.data_dir, network)
+            self._credentials = LinkCredentials(
+                self.identity.private_key, self.network, self.data_dir
+            )
+            secret = load_namespace_secret(
+                self.data_dir, Path(namespace_file) if namespace_file else None
+            )
+            self._namespace_secret = secret
+            self._names = NameKeys(secret)
+            self._clock = HybridClock()
+            self.blobs = BlobStore(self.data_dir, durable=durable)
+            self.catalog = Catalog(self.data_dir / "fstore.db")
+            self._ping_interval = ping_interval
+            # Per-link timeouts and rate: the defaults, or FSTORE_* environment overrides.
+            self._limits = limits if limits is not None else LinkLimits.from_env()
+            # Verification failures per peer (in memory): a peer that served bytes not
+            # matching their address is asked last in _fetch_blob from then on.
+            self._lies: dict[bytes, int] = {}
+            self._server: Listener | None = None
+            self._members: Membership | None = None
+            self.address = ""
+            self.metrics = NodeMetrics()
+            self._pins_pending: set[bytes] = set()
+            self._pin_flush: asyncio.Task[None] | None = None
+        except BaseException:
+            self._lock.release()
+            raise
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -180,9 +189,14 @@ class Node:
         if self._pin_flush is not None:
             await self._pin_flush
         self.catalog.close()
+        self._lock.release()
 
     async def __aenter__(self) -> Node:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
