@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import stat
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -341,3 +343,37 @@ def test_a_start_that_fails_after_the_checks_removes_what_it_made(tmp_path: Path
                 _run_node(args, taken, ("127.0.0.1", 0), data_dir, None, contextlib.ExitStack())
             )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_closed_stdout_is_no_failure(tmp_path: Path) -> None:
+    """`fstore-node ... | head -1`: the node keeps running once its reader has gone, and
+    `init` ends quietly."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    data_dir = tmp_path / "node"
+    with (tmp_path / "node.log").open("wb") as log:
+        node = subprocess.Popen(
+            [fstore_node_command(), "--addr", ":0", "--http", ":0", "--data-dir", str(data_dir)],
+            stdout=writer,
+            stderr=log,
+        )
+    try:
+        init = subprocess.run(
+            [fstore_node_command(), "init", "--data-dir", str(tmp_path / "other")],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            timeout=RUN_DEADLINE,
+            check=False,
+        )
+        assert (init.returncode, init.stderr) == (0, b"")
+        addr_file = data_dir / HTTP_ADDR_FILE
+        wait_until(lambda: node.poll() is not None or addr_file.exists(), 30, "the node")
+        with urllib.request.urlopen(f"http://{addr_file.read_text().strip()}/healthz") as answer:
+            assert json.loads(answer.read()) == {"ok": True}
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=STOP_DEADLINE) == 0
+    finally:
+        os.close(writer)
+        node.kill()
+        node.wait()
+    assert "Traceback" not in (tmp_path / "node.log").read_text()

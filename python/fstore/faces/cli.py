@@ -202,13 +202,23 @@ def init_main(argv: list[str]) -> int:
         print(f"fstore-node init: {e}", file=sys.stderr)
         return 1
     how = "a new network" if created else "joined" if network is not None else "its network"
-    print(f"data directory  {data_dir}")
-    print(f"node id         {identity.node_id.hex()}")
-    print(f"network         {key.network_id} ({how})")
-    print(f"join token      {key.token}")
-    print("Keep the token secret: whoever has it can join the network and store on it.")
-    print(f"Others join with:  fstore-node --join {key.token} --peer THIS_HOST:{port}")
+    _say(
+        f"data directory  {data_dir}\n"
+        f"node id         {identity.node_id.hex()}\n"
+        f"network         {key.network_id} ({how})\n"
+        f"join token      {key.token}\n"
+        "Keep the token secret: whoever has it can join the network and store on it.\n"
+        f"Others join with:  fstore-node --join {key.token} --peer THIS_HOST:{port}"
+    )
     return 0
+
+
+def _say(text: str) -> None:
+    """Print ``text`` now; a reader that has gone (``| head -1``) is no failure."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # quiet from now on
 
 
 def _prepare(
@@ -362,13 +372,12 @@ async def _run_node(
             running.push_async_callback(server.stop)
             provisional.keep()
             if node.created_network:
-                print(
+                _say(
                     f"made a new network {node.network.network_id}; others join it with\n"
-                    f"  fstore-node --join {node.network.token} --peer {node.address}",
-                    flush=True,
+                    f"  fstore-node --join {node.network.token} --peer {node.address}"
                 )
-            print(f"fstore-node {node.node_id.hex()} listening on {node.address}", flush=True)
+            _say(f"fstore-node {node.node_id.hex()} listening on {node.address}")
             running.enter_context(_published(data_dir / HTTP_ADDR_FILE, server.address))
-            print(f"http on {server.address}", flush=True)
+            _say(f"http on {server.address}")
             await stop.wait()
             logging.getLogger("fstore.node").info("stopping")
