@@ -118,7 +118,8 @@ def init_parser() -> argparse.ArgumentParser:
         prog="fstore-node init",
         description="Prepare a node's data directory: its identity, and its network (a new "
         "one, or the one of --join). Prints the node id and the network's join token; "
-        "run it again to print them again.",
+        "run it again to print them again (on the directory of a running node too: "
+        "it then only reads it).",
     )
     _add_place_options(p)
     return p
@@ -215,10 +216,12 @@ def init_main(argv: list[str]) -> int:
 
 def _say(text: str) -> None:
     """Print ``text`` now; a reader that has gone (``| head -1``) is no failure."""
+    from fstore.faces.client import silence_stdout
+
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # quiet from now on
+        silence_stdout()
 
 
 def _prepare(
