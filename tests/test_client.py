@@ -14,11 +14,12 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -132,11 +133,19 @@ def pair(cluster: Cluster, tmp_path: Path) -> Pair:
     return Pair(a, b)
 
 
+FILE_ENTRY_FIELDS = ("name", "size", "blake3", "stored_at", "capability")
+
+
 @dataclass
 class Stored:
     path: Path
     blake3: str
-    entry: dict[str, Any]
+    answer: dict[str, Any]  # what `fstore put --json` printed
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        """The file entry in the answer, as `ls` lists it."""
+        return {field: self.answer[field] for field in FILE_ENTRY_FIELDS}
 
 
 @pytest.fixture
@@ -144,17 +153,18 @@ def stored(pair: Pair, tmp_path: Path) -> Stored:
     """A 5 MiB file (several chunks) stored through node a as ``photos/picture_1.png``."""
     path = tmp_path / "picture_1.png"
     digest = write_random_file(path, 5 * MiB, b"client")
-    entry = ok_json("put", str(path), "--name", "photos/picture_1.png", "--node", pair.a.url)
-    return Stored(path, digest, entry)
+    answer = ok_json("put", str(path), "--name", "photos/picture_1.png", "--node", pair.a.url)
+    return Stored(path, digest, answer)
 
 
 def hash_of(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-def test_put_json_is_the_file_entry(stored: Stored) -> None:
+def test_put_json_is_the_file_entry_and_its_copies(stored: Stored) -> None:
+    assert set(stored.answer) == {*FILE_ENTRY_FIELDS, "copies", "replicas"}
+    assert (stored.answer["copies"], stored.answer["replicas"]) == (2, 2)
     entry = stored.entry
-    assert set(entry) == {"name", "size", "blake3", "stored_at", "capability"}
     assert entry["name"] == "photos/picture_1.png"
     assert entry["size"] == 5 * MiB
     assert entry["blake3"] == stored.blake3
@@ -266,6 +276,7 @@ def test_human_output_is_plain(pair: Pair, stored: Stored, tmp_path: Path) -> No
     assert pair.b.node_id.encode() in outputs["peers"]
     assert pair.a.node_id.encode() in outputs["status"]
     assert stored.entry["blake3"].encode() in outputs["put"]
+    assert b"\n  copies      2 of 2\n" in outputs["put"]
 
 
 def test_rm_then_get_is_not_found(pair: Pair, stored: Stored, tmp_path: Path) -> None:
@@ -322,6 +333,195 @@ def test_unreachable_node_is_one_line_and_exit_3(tmp_path: Path) -> None:
         assert line.startswith("fstore: ") and shown in line, line
         assert "--node" in line
         assert result.stdout == b""
+
+
+# --- copies, closed pipes, Ctrl-C ----------------------------------------------------------------
+
+
+def test_put_reports_its_copies_and_warns_when_fewer_than_wanted(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Three nodes, three replicas wanted: 3 of 3, quietly. One node stopped: 2 of 3, stored
+    all the same (exit 0), with one warning line on stderr, in --json too. Two stopped: 1."""
+    a = start_http_node(cluster, "a")
+    b, c = (start_http_node(cluster, name, peers=[a.process.address]) for name in ("b", "c"))
+    nodes = [a, b, c]
+
+    def meshed() -> bool:
+        return all({n.node_id for n in nodes if n is not m} <= peer_ids(m) for m in nodes)
+
+    wait_until(meshed, START_DEADLINE, "the three nodes to link")
+    source = tmp_path / "picture_1.png"
+    write_random_file(source, 3 * MiB, b"copies")
+
+    def put(name: str, *flags: str) -> subprocess.CompletedProcess[bytes]:
+        return fstore("put", str(source), "--name", name, "--node", a.url, *flags)
+
+    assert b"\n  copies      3 of 3\n" in ok(put("three"))
+    for stopped, copies in ((c, 2), (b, 1)):
+        assert stopped.process.terminate(timeout=10) == 0
+        wait_until(unlinked(a, stopped), START_DEADLINE, f"a to see {stopped.node_id} go")
+        human, as_json = put(f"with{copies}"), put(f"with{copies}.json", "--json")
+        for result in (human, as_json):
+            assert result.returncode == 0, result.stderr.decode()
+            warning = one_line(result.stderr)
+            noun = "copy" if copies == 1 else "copies"
+            assert warning.startswith(f"fstore: warning: with{copies}"), warning
+            assert f" has {copies} durable {noun}, not the 3 the node wants" in warning, warning
+        assert f"\n  copies      {copies} of 3\n".encode() in human.stdout
+        answer = json.loads(as_json.stdout)
+        assert (answer["copies"], answer["replicas"]) == (copies, 3)
+
+
+def unlinked(node: HttpNode, peer: HttpNode) -> Callable[[], bool]:
+    return lambda: peer.node_id not in peer_ids(node)
+
+
+def test_peers_of_a_lone_node(cluster: Cluster) -> None:
+    node = start_http_node(cluster, "solo", replicas=1)
+    assert ok(fstore("peers", "--node", node.url)) == b"no peers linked\n"
+    assert ok_json("peers", "--node", node.url) == {"peers": []}
+
+
+def run_into_closed_pipe(args: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """Run the command with stdout a pipe whose reader has already gone."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run(
+            [*CLIENT, *args],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            env=clean_env(),
+            timeout=RUN_DEADLINE,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+
+
+def test_a_closed_stdout_ends_every_command_quietly(pair: Pair, stored: Stored) -> None:
+    """`fstore status | head -1` and the like: exit 0, nothing on stderr, no traceback."""
+    node = ["--node", pair.a.url]
+    for args in (
+        ["status", *node],
+        ["ls", *node],
+        ["peers", *node],
+        ["--json", "status", *node],
+        ["get", "photos/picture_1.png", "-o", "-", *node],
+        ["put", str(stored.path), "--name", "again", *node],
+        ["--help"],
+    ):
+        result = run_into_closed_pipe(args)
+        assert (result.returncode, result.stderr.decode()) == (0, ""), args
+
+
+def put_requests(node: HttpNode) -> dict[str, float]:
+    """PUT requests of files the node has answered, by status."""
+    answered: dict[str, float] = {}
+    for line in node.process.http_get("/metrics").decode().splitlines():
+        if line.startswith("fstore_http_request_duration_seconds_count{") and (
+            'method="PUT"' in line
+        ):
+            status = line.partition('status="')[2].partition('"')[0]
+            answered[status] = answered.get(status, 0.0) + float(line.rpartition(" ")[2])
+    return answered
+
+
+def uploading(put: subprocess.Popen[bytes], node: HttpNode) -> Callable[[], bool]:
+    """Whether the node holds a first blob of the upload (or the put has already ended)."""
+    return lambda: put.poll() is not None or node.process.metric("fstore_blobs") > 0
+
+
+def interrupt(process: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """SIGINT, as Ctrl-C sends it; the exit code and stderr."""
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=RUN_DEADLINE)
+    return process.returncode, stderr.decode()
+
+
+def assert_nothing_stored(node: HttpNode, name: str) -> None:
+    """Once the node has answered the cut-short PUT, the name is not there."""
+    wait_until(lambda: put_requests(node), START_DEADLINE, "the node to answer the PUT")
+    assert "201" not in put_requests(node)
+    assert name not in [f["name"] for f in ok_json("ls", "--node", node.url)["files"]]
+
+
+def test_ctrl_c_during_a_put_of_a_large_file_stores_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    node = start_http_node(cluster, "node", replicas=1)
+    source = tmp_path / "large.bin"
+    write_random_file(source, 300 * MiB, b"interrupted put")
+    put = subprocess.Popen(
+        [*CLIENT, "put", str(source), "--node", node.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
+    try:
+        wait_until(uploading(put, node), RUN_DEADLINE, "a first blob")
+        code, stderr = interrupt(put)
+    finally:
+        put.kill()
+        put.wait()
+    assert (code, stderr) == (client.EXIT_INTERRUPTED, "fstore: interrupted: nothing stored\n")
+    assert_nothing_stored(node, "large.bin")
+
+
+def test_ctrl_c_during_a_put_from_a_pipe_stores_nothing(cluster: Cluster) -> None:
+    """The upload waits for more of stdin (a chunked body) when Ctrl-C comes."""
+    node = start_http_node(cluster, "node", replicas=1)
+    put = subprocess.Popen(
+        [*CLIENT, "put", "-", "--name", "piped", "--node", node.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
+    assert put.stdin is not None
+    try:
+        put.stdin.write(os.urandom(24 * MiB))  # past the node's first 8 MiB piece
+        put.stdin.flush()
+        wait_until(uploading(put, node), RUN_DEADLINE, "a first blob")
+        code, stderr = interrupt(put)
+    finally:
+        put.kill()
+        put.wait()
+    assert (code, stderr) == (client.EXIT_INTERRUPTED, "fstore: interrupted: nothing stored\n")
+    assert_nothing_stored(node, "piped")
+
+
+def test_ctrl_c_during_a_get_leaves_no_partial_file(cluster: Cluster, tmp_path: Path) -> None:
+    node = start_http_node(cluster, "node", replicas=1, durable=False)
+    source = tmp_path / "large.bin"
+    write_random_file(source, 256 * MiB, b"interrupted get")
+    ok(fstore("put", str(source), "--node", node.url))
+    out = tmp_path / "out"
+    out.mkdir()
+    get = subprocess.Popen(
+        [*CLIENT, "get", "large.bin", "-o", str(out / "large.bin"), "--node", node.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
+
+    def receiving() -> bool:
+        if get.poll() is not None:
+            return True  # too late to interrupt: the checks below fail
+        with contextlib.suppress(FileNotFoundError):  # renamed into place just now
+            return any(p.name.endswith(".part") and p.stat().st_size > 0 for p in out.iterdir())
+        return True
+
+    try:
+        wait_until(receiving, RUN_DEADLINE, "a partial file to grow")
+        code, stderr = interrupt(get)
+    finally:
+        get.kill()
+        get.wait()
+    expected = f"fstore: interrupted: nothing written to {out / 'large.bin'}\n"
+    assert (code, stderr) == (client.EXIT_INTERRUPTED, expected)
+    assert list(out.iterdir()) == []
 
 
 # --- a stand-in server, for what a node never does ------------------------------------------------

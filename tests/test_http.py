@@ -55,6 +55,7 @@ T = TypeVar("T")
 TEST_DEADLINE = 60.0
 LINK_TIMEOUT = 20.0
 FILE_ROUTE = "/v1/files/{name}"
+FILE_ENTRY_FIELDS = ("name", "size", "blake3", "stored_at", "capability")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -187,8 +188,12 @@ def test_put_get_head_list_caps_delete(tmp_path: Path, rng: random.Random) -> No
             before = time.time()
             async with http.put(a.file_url(name), data=data) as response:
                 assert response.status == 201, await response.text()
-                entry = await response.json()
+                stored = await response.json()
                 assert response.headers["Location"] == "/v1/files/photos%2Fpicture%201.png"
+            # The file entry, and the copies made: two nodes, two replicas wanted.
+            assert set(stored) == {*FILE_ENTRY_FIELDS, "copies", "replicas"}
+            assert (stored["copies"], stored["replicas"]) == (2, 2)
+            entry = {field: stored[field] for field in FILE_ENTRY_FIELDS}
             assert (entry["name"], entry["size"], entry["blake3"]) == (
                 name,
                 len(data),

@@ -6,13 +6,18 @@ installed; each one has a deadline and is killed if it overstays it.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import signal
 import socket
 import stat
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
+import uvloop
 from netutil import (
     Cluster,
     free_port,
@@ -22,6 +27,7 @@ from netutil import (
     wait_until,
 )
 
+from fstore.faces.cli import HTTP_ADDR_FILE, ListenError, _run_node, node_parser
 from fstore.net.trust import NetworkKey
 
 RUN_DEADLINE = 60.0  # for a command that should end on its own
@@ -130,12 +136,12 @@ def test_demo_runs_and_matches(tmp_path: Path) -> None:
     assert "DOES NOT MATCH" not in result.stdout
 
 
-def run_node(*args: str) -> subprocess.CompletedProcess[str]:
+def run_node(*args: str, timeout: float = RUN_DEADLINE) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [fstore_node_command(), *args],
         capture_output=True,
         text=True,
-        timeout=RUN_DEADLINE,
+        timeout=timeout,
         check=False,
     )
 
@@ -218,3 +224,156 @@ def test_join_mistakes_are_one_line_errors(tmp_path: Path) -> None:
             assert message in result.stderr, (case, result.stderr)
             assert "Traceback" not in result.stderr
     assert not (tmp_path / "new").exists()
+
+
+# --- one node per data directory, and a failed start leaves nothing ------------------------------
+
+
+REFUSE_DEADLINE = 20.0  # a refused node exits at once; a node that runs anyway is killed here
+
+
+def directory_contents(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for a directory)."""
+    return {
+        str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_second_node_on_a_live_data_directory_is_refused(cluster: Cluster) -> None:
+    """A second node on the directory of a running one exits 1 with one line naming the
+    directory and the holder's PID, on other ports or the same ones; the running node keeps
+    serving, its http.addr intact, its links never flapping."""
+    first = cluster.holder("first")
+    addr_file = first.data_dir / HTTP_ADDR_FILE
+    published = addr_file.read_text()
+    for ports in (
+        ["--addr", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        ["--addr", first.address, "--http", first.http_address],
+    ):
+        result = run_node(
+            *ports,
+            "--data-dir",
+            str(first.data_dir),
+            "--join",
+            cluster.network.token,
+            timeout=REFUSE_DEADLINE,
+        )
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == ""
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("fstore-node: ") and "in use" in line, line
+        assert str(first.data_dir) in line and f"PID {first.pid}" in line, line
+    assert first.alive()
+    assert addr_file.read_text() == published
+    status = json.loads(first.http_get("/v1/status"))
+    assert status["node_id"] == first.node_id.hex()
+    assert "Traceback" not in first.log_text()
+
+
+def test_init_on_a_live_data_directory_only_reads_it(cluster: Cluster) -> None:
+    """``fstore-node init`` on a running node's directory prints its id and token and
+    changes nothing."""
+    node = cluster.holder("node")
+    before = directory_contents(node.data_dir)
+    result = run_node("init", "--data-dir", str(node.data_dir))
+    assert result.returncode == 0, result.stderr
+    fields = init_fields(result.stdout)
+    assert fields["node id"] == node.node_id.hex()
+    assert fields["join token"] == cluster.network.token
+    assert fields["network"].endswith("(its network)")
+    after = directory_contents(node.data_dir)
+    for name in ("identity.key", "network.key", "namespace.key", "lock", HTTP_ADDR_FILE):
+        assert after[name] == before[name], name
+    assert node.alive()
+
+
+@pytest.mark.parametrize("taken", ["node", "http"])
+def test_port_in_use_creates_nothing(tmp_path: Path, taken: str) -> None:
+    """A port in use is found before a data directory, identity or network exists: nothing
+    is printed on stdout (no "made a new network"), nothing is left on disk."""
+    data_dir = tmp_path / "parent" / "node"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        node_port, http_port = (port, 0) if taken == "node" else (0, port)
+        result = run_node(
+            "--addr", f":{node_port}", "--http", f":{http_port}", "--data-dir", str(data_dir)
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert f"127.0.0.1:{port}" in line and "address in use" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_start_leaves_an_existing_data_directory_as_it_was(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A directory with a node's life in it, its node stopped: a start whose HTTP port is in
+    use changes nothing in it, not even the lock file."""
+    node = cluster.holder("node")
+    assert node.terminate(timeout=STOP_DEADLINE) == 0
+    before = directory_contents(node.data_dir)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        result = run_node(
+            "--data-dir", str(node.data_dir), "--addr", "127.0.0.1:0", "--http", f":{taken}"
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"127.0.0.1:{taken} (HTTP): address in use" in result.stderr
+    assert directory_contents(node.data_dir) == before
+
+
+def test_a_start_that_fails_after_the_checks_removes_what_it_made(tmp_path: Path) -> None:
+    """The port taken between the check and the bind: the directories made for this first
+    start go again (the parent only if empty), and the error is the port's."""
+    data_dir = tmp_path / "parent" / "node"
+    args = node_parser().parse_args(["--data-dir", str(data_dir)])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = f"127.0.0.1:{holder.getsockname()[1]}"
+        with pytest.raises(ListenError, match="address in use"):
+            uvloop.run(
+                _run_node(args, taken, ("127.0.0.1", 0), data_dir, None, contextlib.ExitStack())
+            )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_closed_stdout_is_no_failure(tmp_path: Path) -> None:
+    """`fstore-node ... | head -1`: the node keeps running once its reader has gone, and
+    `init` ends quietly."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    data_dir = tmp_path / "node"
+    with (tmp_path / "node.log").open("wb") as log:
+        node = subprocess.Popen(
+            [fstore_node_command(), "--addr", ":0", "--http", ":0", "--data-dir", str(data_dir)],
+            stdout=writer,
+            stderr=log,
+        )
+    try:
+        init = subprocess.run(
+            [fstore_node_command(), "init", "--data-dir", str(tmp_path / "other")],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            timeout=RUN_DEADLINE,
+            check=False,
+        )
+        assert (init.returncode, init.stderr) == (0, b"")
+        addr_file = data_dir / HTTP_ADDR_FILE
+        wait_until(lambda: node.poll() is not None or addr_file.exists(), 30, "the node")
+        with urllib.request.urlopen(f"http://{addr_file.read_text().strip()}/healthz") as answer:
+            assert json.loads(answer.read()) == {"ok": True}
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=STOP_DEADLINE) == 0
+    finally:
+        os.close(writer)
+        node.kill()
+        node.wait()
+    assert "Traceback" not in (tmp_path / "node.log").read_text()

@@ -91,6 +91,14 @@ class DiskFullError(StorageError):
     """
 
 
+class DataDirInUseError(StorageError):
+    """Another node (another process, or another ``Node`` of this one) holds the data directory.
+
+    One node per data directory: two would share a node id and each other's files.
+    The message names the directory and the process holding it.
+    """
+
+
 class ProtocolError(FstoreError):
     """A peer broke the wire protocol (``docs/PROTOCOL.md``); the connection must be closed.
 
@@ -164,6 +172,7 @@ class InsufficientReplicasError(NetworkError):
 __all__ = [
     "AddressMismatchError",
     "AlreadyFinalizedError",
+    "DataDirInUseError",
     "DiskFullError",
     "FileMismatchError",
     "FileTooLargeError",

@@ -11,15 +11,19 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import itertools
 import logging
 import os
+import shutil
 import signal
+import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fstore.net.identity import Identity
     from fstore.net.trust import NetworkKey
 
 DEFAULT_ADDR = ":3000"
@@ -114,7 +118,8 @@ def init_parser() -> argparse.ArgumentParser:
         prog="fstore-node init",
         description="Prepare a node's data directory: its identity, and its network (a new "
         "one, or the one of --join). Prints the node id and the network's join token; "
-        "run it again to print them again.",
+        "run it again to print them again (on the directory of a running node too: "
+        "it then only reads it).",
     )
     _add_place_options(p)
     return p
@@ -146,13 +151,19 @@ def node_main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    setup_logging(args.verbose)
     import uvloop
 
     from fstore.errors import FstoreError
+    from fstore.faces.http import format_hostport
+    from fstore.storage.lock import check_not_in_use
 
+    listen = format_hostport(host, port)
     try:
-        uvloop.run(_run_node(args, f"{host}:{port}", http, data_dir, network))
+        # Nothing is created before these checks: the directory, then both ports.
+        check_not_in_use(data_dir)
+        with _claimed([(host, port, listen), (*http, f"{format_hostport(*http)} (HTTP)")]) as ports:
+            setup_logging(args.verbose)
+            uvloop.run(_run_node(args, listen, http, data_dir, network, ports))
     except (ListenError, OSError, FstoreError) as e:
         print(f"fstore-node: {e}", file=sys.stderr)
         return 1
@@ -175,7 +186,6 @@ def _join_network(token: str | None) -> NetworkKey | None:
 def init_main(argv: list[str]) -> int:
     args = init_parser().parse_args(argv)
     from fstore.errors import FstoreError
-    from fstore.net.identity import Identity, load_network_key
     from fstore.net.link import parse_hostport
 
     try:
@@ -186,20 +196,128 @@ def init_main(argv: list[str]) -> int:
         return 2
     data_dir = args.data_dir or default_data_dir(port)
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        identity = Identity.load_or_create(data_dir)
-        key, created = load_network_key(data_dir, network)
+        with _ProvisionalDataDir(data_dir) as provisional:
+            identity, (key, created) = _prepare(data_dir, network)
+            provisional.keep()
     except (OSError, FstoreError) as e:
         print(f"fstore-node init: {e}", file=sys.stderr)
         return 1
     how = "a new network" if created else "joined" if network is not None else "its network"
-    print(f"data directory  {data_dir}")
-    print(f"node id         {identity.node_id.hex()}")
-    print(f"network         {key.network_id} ({how})")
-    print(f"join token      {key.token}")
-    print("Keep the token secret: whoever has it can join the network and store on it.")
-    print(f"Others join with:  fstore-node --join {key.token} --peer THIS_HOST:{port}")
+    _say(
+        f"data directory  {data_dir}\n"
+        f"node id         {identity.node_id.hex()}\n"
+        f"network         {key.network_id} ({how})\n"
+        f"join token      {key.token}\n"
+        "Keep the token secret: whoever has it can join the network and store on it.\n"
+        f"Others join with:  fstore-node --join {key.token} --peer THIS_HOST:{port}"
+    )
     return 0
+
+
+def _say(text: str) -> None:
+    """Print ``text`` now; a reader that has gone (``| head -1``) is no failure."""
+    from fstore.faces.client import silence_stdout
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        silence_stdout()
+
+
+def _prepare(
+    data_dir: Path, network: NetworkKey | None
+) -> tuple[Identity, tuple[NetworkKey, bool]]:
+    """The identity and network of ``data_dir``, made if missing, under the directory's lock.
+
+    A directory a node is running on is only read: its node made both at its
+    start, so they are printed as they are (DataDirInUseError if they are not
+    there yet).
+    """
+    from fstore.errors import DataDirInUseError
+    from fstore.net.identity import IDENTITY_FILE, Identity, has_network, load_network_key
+    from fstore.storage.lock import DataDirLock
+
+    try:
+        lock = DataDirLock(data_dir)
+    except DataDirInUseError:
+        if not ((data_dir / IDENTITY_FILE).exists() and has_network(data_dir)):
+            raise
+        return Identity.load_or_create(data_dir), load_network_key(data_dir, network)
+    with lock:
+        return Identity.load_or_create(data_dir), load_network_key(data_dir, network)
+
+
+class _ProvisionalDataDir:
+    """A data directory made if missing, and removed again if what the block does fails.
+
+    :meth:`keep` ends the provisional time (the start succeeded). A directory that
+    existed before is never touched, nor one that another node holds by the time
+    of the failure; parent directories made with it go too, if they are empty.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._made = list(
+            itertools.takewhile(lambda p: not p.exists(), [data_dir, *data_dir.parents])
+        )
+        self._kept = not self._made
+
+    def keep(self) -> None:
+        self._kept = True
+
+    def __enter__(self) -> _ProvisionalDataDir:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is not None and not self._kept:
+            self._remove()
+
+    def _remove(self) -> None:
+        from fstore.errors import FstoreError
+        from fstore.storage.lock import DataDirLock
+
+        try:
+            with DataDirLock(self.data_dir):
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+        except FstoreError:
+            return  # another node has it now (it made it at the same moment): it is theirs
+        for parent in self._made[1:]:
+            try:
+                parent.rmdir()
+            except OSError:
+                return  # not empty: something else lives there too
+
+
+def _claimed(places: Iterable[tuple[str, int, str]]) -> contextlib.ExitStack:
+    """Bind every ``(host, port, where)`` as its listener will, held until the stack closes.
+
+    Finds a port in use before anything is created; :class:`ListenError` names it.
+    Port 0 needs no check: any free port will do.
+    """
+    stack = contextlib.ExitStack()
+    try:
+        for host, port, where in places:
+            if port != 0:
+                _claim(stack, host, port, where)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def _claim(stack: contextlib.ExitStack, host: str, port: int, where: str) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, address in dict.fromkeys((info[0], info[4][:2]) for info in infos):
+            stack.enter_context(socket.create_server(address, family=family))
+    except OSError as e:
+        raise _listen_error(e, where) from e
+
+
+def _listen_error(error: OSError, where: str) -> ListenError:
+    reason = "address in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+    return ListenError(f"cannot listen on {where}: {reason}")
 
 
 async def _listen(start: Callable[[], Awaitable[object]], where: str) -> None:
@@ -207,8 +325,7 @@ async def _listen(start: Callable[[], Awaitable[object]], where: str) -> None:
     try:
         await start()
     except OSError as e:
-        reason = "address in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
-        raise ListenError(f"cannot listen on {where}: {reason}") from e
+        raise _listen_error(e, where) from e
 
 
 @contextlib.contextmanager
@@ -229,7 +346,9 @@ async def _run_node(
     http: tuple[str, int],
     data_dir: Path,
     network: NetworkKey | None,
+    ports: contextlib.ExitStack,
 ) -> None:
+    """Run the node until a signal; ``ports`` holds its ports until it binds them itself."""
     from fstore.faces.http import HttpServer, format_hostport
     from fstore.node import Node
 
@@ -237,29 +356,31 @@ async def _run_node(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    node = Node(
-        data_dir,
-        listen=listen,
-        peers=args.peer,
-        network=network,
-        replicas=args.replicas,
-        durable=not args.no_fsync,
-        namespace_file=args.namespace_file,
-    )
-    server = HttpServer(node, *http)
-    async with contextlib.AsyncExitStack() as running:
-        await _listen(node.start, listen)
-        running.push_async_callback(node.stop)
-        if node.created_network:
-            print(
-                f"made a new network {node.network.network_id}; others join it with\n"
-                f"  fstore-node --join {node.network.token} --peer {node.address}",
-                flush=True,
+    with _ProvisionalDataDir(data_dir) as provisional:
+        async with contextlib.AsyncExitStack() as running:
+            node = Node(
+                data_dir,
+                listen=listen,
+                peers=args.peer,
+                network=network,
+                replicas=args.replicas,
+                durable=not args.no_fsync,
+                namespace_file=args.namespace_file,
             )
-        print(f"fstore-node {node.node_id.hex()} listening on {node.address}", flush=True)
-        await _listen(server.start, f"{format_hostport(*http)} (HTTP)")
-        running.push_async_callback(server.stop)
-        running.enter_context(_published(data_dir / HTTP_ADDR_FILE, server.address))
-        print(f"http on {server.address}", flush=True)
-        await stop.wait()
-        logging.getLogger("fstore.node").info("stopping")
+            running.push_async_callback(node.stop)
+            server = HttpServer(node, *http)
+            ports.close()
+            await _listen(node.start, listen)
+            await _listen(server.start, f"{format_hostport(*http)} (HTTP)")
+            running.push_async_callback(server.stop)
+            provisional.keep()
+            if node.created_network:
+                _say(
+                    f"made a new network {node.network.network_id}; others join it with\n"
+                    f"  fstore-node --join {node.network.token} --peer {node.address}"
+                )
+            _say(f"fstore-node {node.node_id.hex()} listening on {node.address}")
+            running.enter_context(_published(data_dir / HTTP_ADDR_FILE, server.address))
+            _say(f"http on {server.address}")
+            await stop.wait()
+            logging.getLogger("fstore.node").info("stopping")

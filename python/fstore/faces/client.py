@@ -28,11 +28,16 @@ Exit codes:
 - 0: success;
 - 1: the node reported an error (its code and message are printed);
 - 2: usage error: bad arguments, or a local file that cannot be read or
-  written (an existing output file without ``--force``, a closed stdout);
+  written (an existing output file without ``--force``);
 - 3: no node answers at the chosen address, or the connection to it was lost;
 - 4: integrity failure on the client side: the bytes received do not hash to
   the BLAKE3 the node announced (the ETag), fewer arrived than announced, or
-  the node stored bytes other than those sent.
+  the node stored bytes other than those sent;
+- 130: interrupted (Ctrl-C): a ``put`` cut short stores nothing, and a ``get``
+  leaves no partial output file.
+
+A reader that closes stdout early (``fstore ls | head -1``) ends the command
+quietly, with exit code 0: what it did not read, it did not want.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ EXIT_NODE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTEGRITY = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
 
 DEFAULT_NODE = "http://127.0.0.1:13000"
 HTTP_ADDR_FILE = "http.addr"
@@ -77,6 +83,7 @@ exit codes:
   2  usage error (bad arguments; a local file that cannot be read or written)
   3  no node answers at the chosen address, or the connection was lost
   4  integrity failure: the bytes received do not match the file's BLAKE3
+  130  interrupted (Ctrl-C): a put stores nothing, a get leaves no partial file
 """
 
 
@@ -396,26 +403,61 @@ def put_name(args: argparse.Namespace) -> str:
     return checked_name(base, f" (the name of {args.file}; choose one with --name NAME)")
 
 
+class Body:
+    """The pieces of an upload; ``sent`` once the sender asked for more after the last."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self.sent = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._pieces
+        self.sent = True
+
+
 def put(api: Api, args: argparse.Namespace) -> None:
     name = put_name(args)
     what = "stdin" if args.file == "-" else args.file
-    with open_input(args.file) as source:
-        size = remaining_size(source)
-        headers = {"Content-Type": "application/octet-stream"}
-        if size is not None:
-            headers["Content-Length"] = str(size)
-        with metered(f"put {name}", size) as meter:
-            body = read_pieces(source, size, meter, what)
-            response = api.request("PUT", "/v1/files/" + path_segment(name), body, headers)
-    entry = api.read_json(response)
+    body: Body | None = None
+    try:
+        with open_input(args.file) as source:
+            size = remaining_size(source)
+            headers = {"Content-Type": "application/octet-stream"}
+            if size is not None:
+                headers["Content-Length"] = str(size)
+            with metered(f"put {name}", size) as meter:
+                body = Body(read_pieces(source, size, meter, what))
+                response = api.request("PUT", "/v1/files/" + path_segment(name), body, headers)
+        entry = api.read_json(response)
+    except KeyboardInterrupt:
+        if body is not None and body.sent:
+            message = f"interrupted once {name} was sent whole: the node may still store it"
+        else:
+            message = "interrupted: nothing stored"  # the node drops a body cut short
+        raise Failure(EXIT_INTERRUPTED, message) from None
     meter.check(str(entry.get("blake3")), f"the file {name} stored by the node")
     emit(args, entry, put_lines)
+    warn_if_few_copies(entry)
 
 
 def put_lines(entry: Any) -> Iterator[str]:
     yield f"stored {entry['name']}: {entry['size']:,} bytes"
     yield f"  BLAKE3      {entry['blake3']}"
     yield f"  capability  {entry['capability']}"
+    if "copies" in entry:  # a node older than the field says nothing of them
+        yield f"  copies      {entry['copies']} of {entry['replicas']}"
+
+
+def warn_if_few_copies(entry: Any) -> None:
+    """A warning on stderr when the store made fewer durable copies than the node wants."""
+    copies, wanted = entry.get("copies"), entry.get("replicas")
+    if isinstance(copies, int) and isinstance(wanted, int) and copies < wanted:
+        print(
+            f"fstore: warning: {entry['name']} has {copies} durable "
+            f"{'copy' if copies == 1 else 'copies'}, not the {wanted} the node wants: "
+            "fewer nodes were live than its --replicas",
+            file=sys.stderr,
+        )
 
 
 # --- get -----------------------------------------------------------------------------
@@ -446,13 +488,13 @@ def output_path(args: argparse.Namespace) -> Path | None:
 @contextlib.contextmanager
 def stdout_sink() -> Iterator[IO[bytes]]:
     out = sys.stdout.buffer
-    try:
-        yield out
-        out.flush()
-    except BrokenPipeError:
-        # Nobody reads any more: point stdout at /dev/null so the flush at exit is quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise usage_error("stdout was closed before the whole file was written") from None
+    yield out
+    out.flush()
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader has gone, and the flush at exit must be quiet."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @contextlib.contextmanager
@@ -492,6 +534,8 @@ def open_output(path: Path | None, force: bool) -> Iterator[IO[bytes]]:
             yield out
     except FileExistsError:
         raise usage_error(f"{what} exists (--force overwrites it)") from None
+    except BrokenPipeError:
+        raise  # the reader has gone: a quiet end (main)
     except OSError as e:
         raise local_error(what, e) from None
 
@@ -531,14 +575,18 @@ def get(api: Api, args: argparse.Namespace) -> None:
         checked_name(args.target)
     path = output_path(args)
     kind = "caps" if is_capability(args.target) else "files"
-    response = api.request("GET", f"/v1/{kind}/{path_segment(args.target)}")
-    expected = expected_blake3(response)
-    with (
-        open_output(path, args.force) as out,
-        metered(f"get {args.target}", response.length) as meter,
-    ):
-        receive(api, response, out, meter)
-        digest = meter.check(expected, f"the file received for {args.target}")
+    try:
+        response = api.request("GET", f"/v1/{kind}/{path_segment(args.target)}")
+        expected = expected_blake3(response)
+        with (
+            open_output(path, args.force) as out,
+            metered(f"get {args.target}", response.length) as meter,
+        ):
+            receive(api, response, out, meter)
+            digest = meter.check(expected, f"the file received for {args.target}")
+    except KeyboardInterrupt:
+        where = "stdout has part of the file" if path is None else f"nothing written to {path}"
+        raise Failure(EXIT_INTERRUPTED, f"interrupted: {where}") from None
     if path is not None:
         result = {"target": args.target, "path": str(path), "size": meter.size, "blake3": digest}
         emit(args, result, get_lines)
@@ -574,6 +622,8 @@ def peers(api: Api, args: argparse.Namespace) -> None:
 
 
 def peers_lines(listing: Any) -> Iterator[str]:
+    if not listing["peers"]:
+        yield "no peers linked"
     for peer in listing["peers"]:
         direction = "outbound" if peer["outbound"] else "inbound"
         yield f"{peer['node_id']}  {peer['addr'] or '-'}  {direction}"
@@ -715,6 +765,16 @@ def exit_status(code: str | int | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``fstore`` command; its exit status (see the module docstring)."""
     try:
+        code = run_command(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_OK  # the reader of stdout has what it wanted (`fstore ls | head -1`)
+    return code
+
+
+def run_command(argv: list[str] | None) -> int:
+    try:
         args = parse(argv)
     except SystemExit as e:
         return exit_status(e.code)
@@ -727,7 +787,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fstore: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        return 130
+        print("fstore: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 

@@ -368,7 +368,10 @@ class _Api:
             result.name, result.size, result.blake3, result.stored_at, result.capability
         )
         headers = {hdrs.LOCATION: request.raw_path}
-        return web.json_response(_entry_json(entry), status=201, headers=headers)
+        # The durable copies the least-copied blob got, and how many were wanted:
+        # fewer when fewer nodes are live than the node's --replicas.
+        stored = {**_entry_json(entry), "copies": result.replicas, "replicas": self.node.replicas}
+        return web.json_response(stored, status=201, headers=headers)
 
     async def get_file(self, request: web.Request) -> web.StreamResponse:
         return await self._send_file(request, _path_name(request))
@@ -576,7 +579,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "store the request body under the name (streamed)",
                 "requestBody": {"required": True, **_BYTES},
                 "responses": {
-                    **_json_answer(201, "stored", "FileEntry"),
+                    **_json_answer(201, "stored", "StoredFile"),
                     **_errors_of(400, 408, 411, 413, 503, 507),
                 },
             },
@@ -636,6 +639,26 @@ OPENAPI: dict[str, Any] = {
                     "stored_at": {"type": "number", "description": "Unix seconds"},
                     "capability": {"type": "string", "description": "fs1:…"},
                 },
+            },
+            "StoredFile": {
+                "description": "a file entry, and the copies its store made",
+                "allOf": [
+                    {"$ref": "#/components/schemas/FileEntry"},
+                    {
+                        "type": "object",
+                        "required": ["copies", "replicas"],
+                        "properties": {
+                            "copies": {
+                                "type": "integer",
+                                "description": "durable copies of the least-copied blob",
+                            },
+                            "replicas": {
+                                "type": "integer",
+                                "description": "the copies the node wants (its --replicas)",
+                            },
+                        },
+                    },
+                ],
             },
             "FileList": {
                 "type": "object",

@@ -36,6 +36,7 @@ from fstore.node.service import Service
 from fstore.node.writer import Source, StoreResult, Writer
 from fstore.storage.blobs import BlobStore
 from fstore.storage.catalog import Catalog
+from fstore.storage.lock import DataDirLock
 
 log = logging.getLogger(__name__)
 
@@ -72,36 +73,44 @@ class Node:
             raise InvalidArgumentError("replicas must be at least 1")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.replicas = replicas
-        self._listen = parse_hostport(listen)
-        self._bootstrap = list(peers)
-        self.identity = Identity.load_or_create(self.data_dir)
-        self.node_id = self.identity.node_id
-        self.network, self.created_network = load_network_key(self.data_dir, network)
-        self._credentials = LinkCredentials(self.identity.private_key, self.network, self.data_dir)
-        secret = load_namespace_secret(
-            self.data_dir, Path(namespace_file) if namespace_file else None
-        )
-        self.blobs = BlobStore(self.data_dir, durable=durable)
-        self.catalog = Catalog(self.data_dir / "fstore.db")
-        self._ping_interval = ping_interval
-        # Per-link timeouts and rate: the defaults, or FSTORE_* environment overrides.
-        self._limits = limits if limits is not None else LinkLimits.from_env()
-        self._server: Listener | None = None
-        self.address = ""
-        self.metrics = NodeMetrics()
+        # One node per data directory: held until stop(), released here if __init__ fails.
+        self._lock = DataDirLock(self.data_dir)
+        try:
+            self.replicas = replicas
+            self._listen = parse_hostport(listen)
+            self._bootstrap = list(peers)
+            self.identity = Identity.load_or_create(self.data_dir)
+            self.node_id = self.identity.node_id
+            self.network, self.created_network = load_network_key(self.data_dir, network)
+            self._credentials = LinkCredentials(
+                self.identity.private_key, self.network, self.data_dir
+            )
+            secret = load_namespace_secret(
+                self.data_dir, Path(namespace_file) if namespace_file else None
+            )
+            self.blobs = BlobStore(self.data_dir, durable=durable)
+            self.catalog = Catalog(self.data_dir / "fstore.db")
+            self._ping_interval = ping_interval
+            # Per-link timeouts and rate: the defaults, or FSTORE_* environment overrides.
+            self._limits = limits if limits is not None else LinkLimits.from_env()
+            self._server: Listener | None = None
+            self.address = ""
+            self.metrics = NodeMetrics()
 
-        self._peers = Peers(self.node_id)
-        self._local = LocalBlobs(self.blobs, self.catalog)
-        replicator = Replicator(self._peers, self._local, replicas, self.metrics)
-        self.names = Names(NameKeys(secret), self.catalog, self._peers, replicator)
-        self.writer = Writer(
-            secret, self.catalog, self._local, replicator, self.names, self.metrics
-        )
-        self.reader = Reader(self._peers, self._local, self.metrics)
-        self.service = Service(
-            self._peers, self._local, self.names, self.metrics, lambda: self.address
-        )
+            self._peers = Peers(self.node_id)
+            self._local = LocalBlobs(self.blobs, self.catalog)
+            replicator = Replicator(self._peers, self._local, replicas, self.metrics)
+            self.names = Names(NameKeys(secret), self.catalog, self._peers, replicator)
+            self.writer = Writer(
+                secret, self.catalog, self._local, replicator, self.names, self.metrics
+            )
+            self.reader = Reader(self._peers, self._local, self.metrics)
+            self.service = Service(
+                self._peers, self._local, self.names, self.metrics, lambda: self.address
+            )
+        except BaseException:
+            self._lock.release()
+            raise
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -132,9 +141,14 @@ class Node:
             await self.members.stop()
         await self._local.flush()
         self.catalog.close()
+        self._lock.release()
 
     async def __aenter__(self) -> Node:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
