@@ -64,3 +64,25 @@ def test_a_reused_chunk_counts_only_confirmed_copies(cluster: Cluster, tmp_path:
     counts = {c.address.hex()[:12]: good_copies(c.address, everyone) for c in again}
     counts["manifest"] = good_copies(manifest_address, everyone)
     assert min(counts.values()) == second["replicas"] == 3, counts
+
+
+def test_a_busy_holder_is_asked_again_not_counted_as_failed(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A holder whose request rate is tight answers some puts ``busy`` while a file of
+    many chunks is stored: the storer asks it again after a pause instead of failing the
+    store, and every blob ends with its 3 copies."""
+    s = cluster.agent("s")
+    tight = {"FSTORE_REQUEST_RATE": "40", "FSTORE_REQUEST_BURST": "3"}
+    h1 = cluster.holder("h1", peers=[s.address], env=tight)
+    h2 = cluster.holder("h2", peers=[s.address])
+    everyone: list[NodeProcess] = [s, h1, h2]
+    wait_for_mesh([s], everyone, MESH_TIMEOUT)
+
+    source = tmp_path / "file.bin"
+    write_random_file(source, 48 * MiB, b"busy holder")
+    stored = s.call("store", name="file.bin", path=str(source))
+    manifest_address, chunks = read_manifest(stored["capability"], [s.data_dir])
+    assert len(chunks) >= 24
+    counts = [good_copies(a, everyone) for a in [manifest_address, *(c.address for c in chunks)]]
+    assert min(counts) == stored["replicas"] == 3

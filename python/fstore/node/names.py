@@ -27,7 +27,7 @@ from fstore.formats.names import check_name
 from fstore.formats.records import HybridClock, NameKeys, NameValue, Version
 from fstore.net.link import PeerLink
 from fstore.node.peers import Peers
-from fstore.node.replication import Replicator
+from fstore.node.replication import Replicator, request_patiently
 from fstore.storage.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ class Names:
         link = self.peers.link(node)
         if link is None:
             raise PeerUnavailableError("not linked")
-        await link.request("put_record", {"loc": locator, "rec": record, "ver": list(version)})
+        meta = {"loc": locator, "rec": record, "ver": list(version)}
+        await request_patiently(link, "put_record", meta)
 
     def opens(self, locator: bytes, record: bytes, version: Version) -> bool:
         """Whether ``record`` is one of this namespace's, sealed for ``locator`` at ``version``."""

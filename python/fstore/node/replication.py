@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fstore.errors import (
     DiskFullError,
     InsufficientReplicasError,
     NotFoundError,
     PeerUnavailableError,
+    RemoteError,
 )
+from fstore.net.link import PeerLink
+from fstore.net.wire import ResponseReceived
 from fstore.node.hedge import Hedge
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
 from fstore.node.peers import Peers
+
+# A busy peer is asked again after 0.05, 0.1, … 1.6 s (about 3 s in all), then once more.
+BUSY_RETRIES = 6
+BUSY_PAUSE = 0.05
 
 
 class Replicator:
@@ -108,7 +118,7 @@ class Replicator:
             blob = await self.local.load(address)
             if blob is None:
                 raise NotFoundError(f"blob {address.hex()} is no longer held here")
-            await link.request("put_blob", {"addr": address}, blob)
+            await request_patiently(link, "put_blob", {"addr": address}, blob)
             self.metrics.blob_bytes_sent.inc(len(blob))
 
         return await self.replicate(address, f"blob {address.hex()}", confirm_on)
@@ -121,5 +131,23 @@ class Replicator:
         link = self.peers.link(node)
         if link is None:
             raise PeerUnavailableError("not linked")
-        await link.request("put_blob", {"addr": address}, blob)
+        await request_patiently(link, "put_blob", {"addr": address}, blob)
         self.metrics.blob_bytes_sent.inc(len(blob))
+
+
+async def request_patiently(
+    link: PeerLink, op: str, meta: dict[str, Any], body: bytes | memoryview = b""
+) -> ResponseReceived:
+    """A request that a peer too busy to take it now (``busy``) gets again, a few times.
+
+    A put belongs on its target: a busy one is asked again after a growing,
+    jittered pause rather than replaced by a member further away.
+    """
+    for attempt in range(BUSY_RETRIES):
+        try:
+            return await link.request(op, meta, body)
+        except RemoteError as e:
+            if e.code != "busy":
+                raise
+        await asyncio.sleep(BUSY_PAUSE * 2**attempt * random.uniform(0.5, 1.5))
+    return await link.request(op, meta, body)
