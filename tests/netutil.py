@@ -465,6 +465,7 @@ class NodeOptions(TypedDict, total=False):
     data_dir: Path | None
     join: str | None  # default: the cluster's network; None: no --join (a new network)
     env: Mapping[str, str]  # extra environment, e.g. FSTORE_FRAME_TIMEOUT (net.LinkLimits)
+    options: Sequence[str]  # more fstore-node options, e.g. ["--repair-after", "2"]
 
 
 class Cluster:
@@ -490,6 +491,7 @@ class Cluster:
         join = options.get("join", self.network.token)
         if join is not None:
             args += ["--join", join]
+        args += options.get("options", ())
         return directory, args
 
     def agent(self, name: str, **options: Unpack[NodeOptions]) -> Agent:

@@ -43,7 +43,7 @@ from typing import Any
 import uvloop
 
 from fstore import _native
-from fstore.faces.cli import setup_logging
+from fstore.faces.cli import node_parser, node_settings, setup_logging
 from fstore.net.trust import NetworkKey
 from fstore.node import Node
 
@@ -100,7 +100,11 @@ class Agent:
     # --- ops ----------------------------------------------------------------------------
 
     async def op_store(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
-        result = await self.node.store(str(command["name"]), Path(command["path"]))
+        result = await self.node.store(
+            str(command["name"]),
+            Path(command["path"]),
+            allow_degraded=command.get("allow_degraded"),
+        )
         return {
             "name": result.name,
             "size": result.size,
@@ -160,6 +164,11 @@ class Agent:
             ]
         }
 
+    async def op_metric(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        """The value of one sample of the node's metrics (0 when it has none yet)."""
+        value = self.node.metrics.registry.get_sample_value(str(command["name"]))
+        return {"value": value or 0.0}
+
     async def op_rss(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
         return {"peak_rss": proc_status("VmHWM"), "rss": proc_status("VmRSS")}
 
@@ -172,6 +181,7 @@ OPS: dict[str, Op] = {
     "peers": Agent.op_peers,
     "list": Agent.op_list,
     "rss": Agent.op_rss,
+    "metric": Agent.op_metric,
 }
 
 
@@ -181,9 +191,7 @@ async def run(args: argparse.Namespace) -> None:
         listen=args.addr,
         peers=args.peer,
         network=NetworkKey.from_token(args.join) if args.join else None,
-        replicas=args.replicas,
-        durable=not args.no_fsync,
-        namespace_file=args.namespace_file,
+        **node_settings(args),
     )
     async with node:
         emit({"ready": True, "node_id": node.node_id.hex(), "address": node.address})
@@ -191,14 +199,9 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--addr", default="127.0.0.1:0")
-    p.add_argument("--peer", action="append", default=[])
-    p.add_argument("--join")
-    p.add_argument("--replicas", type=int, default=3)
-    p.add_argument("--no-fsync", action="store_true")
-    p.add_argument("--namespace-file", type=Path)
+    # fstore-node's own options, so an agent is configured exactly like a node.
+    p = node_parser()
+    p.set_defaults(addr="127.0.0.1:0")
     args = p.parse_args()
     setup_logging(verbose=False)
     uvloop.run(run(args))

@@ -342,7 +342,8 @@ def test_put_reports_its_copies_and_warns_when_fewer_than_wanted(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """Three nodes, three replicas wanted: 3 of 3, quietly. One node stopped: 2 of 3, stored
-    all the same (exit 0), with one warning line on stderr, in --json too. Two stopped: 1."""
+    all the same (exit 0), with one warning line on stderr, in --json too. Two stopped: one
+    copy is below the write quorum, refused (503, exit 1) unless --allow-degraded: then 1."""
     a = start_http_node(cluster, "a")
     b, c = (start_http_node(cluster, name, peers=[a.process.address]) for name in ("b", "c"))
     nodes = [a, b, c]
@@ -361,7 +362,14 @@ def test_put_reports_its_copies_and_warns_when_fewer_than_wanted(
     for stopped, copies in ((c, 2), (b, 1)):
         assert stopped.process.terminate(timeout=10) == 0
         wait_until(unlinked(a, stopped), START_DEADLINE, f"a to see {stopped.node_id} go")
-        human, as_json = put(f"with{copies}"), put(f"with{copies}.json", "--json")
+        # One copy is below the write quorum (2 of 3): refused unless asked for.
+        flags = ("--allow-degraded",) if copies == 1 else ()
+        if copies == 1:
+            refused = put("refused")
+            assert refused.returncode == client.EXIT_NODE, refused.stderr.decode()
+            assert "insufficient" in one_line(refused.stderr), refused.stderr.decode()
+        human = put(f"with{copies}", *flags)
+        as_json = put(f"with{copies}.json", "--json", *flags)
         for result in (human, as_json):
             assert result.returncode == 0, result.stderr.decode()
             warning = one_line(result.stderr)

@@ -20,7 +20,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fstore.net.identity import Identity
@@ -101,8 +101,78 @@ def node_parser() -> argparse.ArgumentParser:
         f"(default 127.0.0.1 at the node's port + {HTTP_PORT_OFFSET}; an ephemeral port "
         "if the node's is, or if that is past 65535)",
     )
+    _add_durability_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
+
+
+def _add_durability_options(p: argparse.ArgumentParser) -> None:
+    """Write quorum, repair and scrub (docs/ARCHITECTURE.md, "Durability")."""
+    p.add_argument(
+        "--allow-degraded",
+        action="store_true",
+        help="accept a store with a single durable copy when fewer than a majority of "
+        "--replicas members can take one (it is repaired when they return)",
+    )
+    p.add_argument(
+        "--repair-after",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="a member unreachable this long counts as lost and its copies are made "
+        "again elsewhere (default 600)",
+    )
+    p.add_argument(
+        "--repair-interval",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between repair rounds, each comparing digests with the members "
+        "that share responsibility for blobs (default 30)",
+    )
+    p.add_argument(
+        "--repair-rate",
+        type=_seconds,
+        default=64.0,
+        metavar="MB/S",
+        help="cap on the bytes per second repair copies to this node (default 64)",
+    )
+    p.add_argument(
+        "--scrub-rate",
+        type=_seconds,
+        default=4.0,
+        metavar="MB/S",
+        help="cap on the bytes per second the scrubber re-hashes (default 4)",
+    )
+    p.add_argument(
+        "--scrub-interval",
+        type=_seconds,
+        default=7 * 24 * 3600.0,
+        metavar="SECONDS",
+        help="seconds from the start of one scrub pass to the next (default a week)",
+    )
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
+
+
+def node_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Node`` keyword arguments that ``fstore-node``'s options set."""
+    return {
+        "replicas": args.replicas,
+        "durable": not args.no_fsync,
+        "namespace_file": args.namespace_file,
+        "allow_degraded": args.allow_degraded,
+        "repair_after": args.repair_after,
+        "repair_interval": args.repair_interval,
+        "repair_rate": args.repair_rate,
+        "scrub_rate": args.scrub_rate,
+        "scrub_interval": args.scrub_interval,
+    }
 
 
 def setup_logging(verbose: bool) -> None:
@@ -363,9 +433,7 @@ async def _run_node(
                 listen=listen,
                 peers=args.peer,
                 network=network,
-                replicas=args.replicas,
-                durable=not args.no_fsync,
-                namespace_file=args.namespace_file,
+                **node_settings(args),
             )
             running.push_async_callback(node.stop)
             server = HttpServer(node, *http)

@@ -427,7 +427,10 @@ def put(api: Api, args: argparse.Namespace) -> None:
                 headers["Content-Length"] = str(size)
             with metered(f"put {name}", size) as meter:
                 body = Body(read_pieces(source, size, meter, what))
-                response = api.request("PUT", "/v1/files/" + path_segment(name), body, headers)
+                path = "/v1/files/" + path_segment(name)
+                if args.allow_degraded:
+                    path += "?allow_degraded=1"
+                response = api.request("PUT", path, body, headers)
         entry = api.read_json(response)
     except KeyboardInterrupt:
         if body is not None and body.sent:
@@ -726,6 +729,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("put", put, "store a file; prints its capability")
     p.add_argument("file", metavar="FILE", help="the file to store; - reads stdin")
     p.add_argument("--name", help="the name to store it under (default: FILE's base name)")
+    p.add_argument(
+        "--allow-degraded",
+        action="store_true",
+        help="store even if fewer than a majority of the replicas can take a copy (one is "
+        "enough); repair makes the rest when the members return",
+    )
 
     p = command("get", get, "fetch a file by name or capability; checks its BLAKE3")
     p.add_argument("target", metavar="NAME|CAPABILITY", help="a stored name, or an fs1: capability")

@@ -219,6 +219,18 @@ def _entry_json(entry: FileEntry) -> dict[str, Any]:
     }
 
 
+def _flag(request: web.Request, name: str) -> bool | None:
+    """A yes/no query parameter: ``1``/``true`` or ``0``/``false``; None when absent."""
+    text = request.query.get(name)
+    if text is None:
+        return None
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise bad_request(f"{name} must be 1 or 0, not {text!r}")
+
+
 def _route_of(request: web.Request) -> str:
     """The route's template (``/v1/files/{name}``), never the raw URL: bounded label values."""
     resource = request.match_info.route.resource
@@ -363,7 +375,9 @@ class _Api:
         if request.content_length is None and not chunked:
             raise ApiError(411, "length_required", "send Content-Length or a chunked body")
         name = _path_name(request)
-        result = await self.node.store(name, _body_pieces(request, self.body_idle_timeout))
+        degraded = _flag(request, "allow_degraded")
+        body = _body_pieces(request, self.body_idle_timeout)
+        result = await self.node.store(name, body, allow_degraded=degraded)
         entry = FileEntry(
             result.name, result.size, result.blake3, result.stored_at, result.capability
         )
@@ -431,6 +445,9 @@ class _Api:
                 "peers": stats.peers,
                 "blobs": stats.blobs,
                 "blob_bytes": stats.blob_bytes,
+                "under_replicated": stats.under_replicated,
+                "repair_queue": stats.repair_queue,
+                "last_scrub": stats.last_scrub or None,
                 "version": __version__,
             }
         )

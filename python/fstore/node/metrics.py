@@ -41,6 +41,9 @@ class NodeStats:
     blobs: int
     blob_bytes: int
     peers: int
+    under_replicated: int = 0
+    repair_queue: int = 0
+    last_scrub: float = 0.0
 
 
 class NodeMetrics:
@@ -68,6 +71,25 @@ class NodeMetrics:
             "fstore_hedged_requests",
             "Peer requests joined by a second one because the first was overdue.",
         )
+        self.repair_rounds = self._counter(
+            "fstore_repair_rounds", "Repair rounds begun (digests compared with peers)."
+        )
+        self.repaired_bytes = self._counter(
+            "fstore_repaired_bytes", "Bytes of blobs this node copied to itself in repair."
+        )
+        self.repaired_blobs = self._counter(
+            "fstore_repaired_blobs", "Blobs this node copied to itself in repair."
+        )
+        self.handed_off_blobs = self._counter(
+            "fstore_handed_off_blobs",
+            "Copies dropped here once every member responsible for them held one.",
+        )
+        self.scrubbed_bytes = self._counter(
+            "fstore_scrubbed_bytes", "Bytes of blobs re-hashed by the scrubber."
+        )
+        self.scrub_bad = self._counter(
+            "fstore_scrub_bad_blobs", "Blobs the scrubber found not matching their address."
+        )
         self.peers_rejected = self._counter(
             "fstore_peers_rejected",
             "Connections dropped because the peer did not prove it is a network member.",
@@ -90,6 +112,14 @@ class NodeMetrics:
         self._blobs = self._gauge("fstore_blobs", "Blobs held on this node's disk.")
         self._blob_bytes = self._gauge("fstore_blob_bytes", "Bytes of the blobs held.")
         self._peers = self._gauge("fstore_peers_connected", "Peers linked right now.")
+        self._under_replicated = self._gauge(
+            "fstore_under_replicated_blobs",
+            "Blobs known to lack a copy on a responsible member (pulls here, offers refused).",
+        )
+        self._repair_queue = self._gauge("fstore_repair_queue", "Copies waiting to be pulled.")
+        self._last_scrub = self._gauge(
+            "fstore_last_scrub_pass_timestamp_seconds", "When the last full scrub pass ended."
+        )
 
     def _counter(self, name: str, documentation: str) -> Counter:
         return Counter(name, documentation, registry=self.registry)
@@ -108,4 +138,7 @@ class NodeMetrics:
         self._blobs.set(stats.blobs)
         self._blob_bytes.set(stats.blob_bytes)
         self._peers.set(stats.peers)
+        self._under_replicated.set(stats.under_replicated)
+        self._repair_queue.set(stats.repair_queue)
+        self._last_scrub.set(stats.last_scrub)
         return generate_latest(self.registry)

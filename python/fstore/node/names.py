@@ -55,7 +55,7 @@ class Names:
         self.replicator = replicator
         self._clock = HybridClock()
 
-    async def put(self, value: NameValue) -> int:
+    async def put(self, value: NameValue, *, allow_degraded: bool = False) -> int:
         """Seal and replicate the record of ``value``; returns the durable copies."""
         locator = self.keys.locator(value.name)
         version: Version = (self._clock.now(self._latest_version(locator)), self.peers.node_id)
@@ -66,6 +66,7 @@ class Names:
             locator,
             f"name record for {value.name!r}",
             lambda node: self._put_record_on(node, locator, record, version),
+            allow_degraded=allow_degraded,
         )
 
     def _latest_version(self, locator: bytes) -> int:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,11 @@ from fstore.net.trust import LinkCredentials, NetworkKey
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics, NodeStats
 from fstore.node.names import FileEntry, Names
-from fstore.node.peers import Peers
+from fstore.node.peers import REPAIR_AFTER, Peers
 from fstore.node.reader import Reader
+from fstore.node.repair import REPAIR_INTERVAL, REPAIR_RATE, Repair
 from fstore.node.replication import Replicator
+from fstore.node.scrub import SCRUB_INTERVAL, SCRUB_RATE, Scrub
 from fstore.node.service import Service
 from fstore.node.writer import Source, StoreResult, Writer
 from fstore.storage.blobs import BlobStore
@@ -68,6 +70,12 @@ class Node:
         namespace_file: str | os.PathLike[str] | None = None,
         ping_interval: float = 5.0,
         limits: LinkLimits | None = None,
+        allow_degraded: bool = False,
+        repair_after: float = REPAIR_AFTER,
+        repair_interval: float = REPAIR_INTERVAL,
+        repair_rate: float = REPAIR_RATE,
+        scrub_rate: float = SCRUB_RATE,
+        scrub_interval: float = SCRUB_INTERVAL,
     ) -> None:
         if replicas < 1:
             raise InvalidArgumentError("replicas must be at least 1")
@@ -97,7 +105,10 @@ class Node:
             self.address = ""
             self.metrics = NodeMetrics()
 
-            self._peers = Peers(self.node_id)
+            self.allow_degraded = allow_degraded
+            self._foreground = 0  # stores and gets of this node's user in progress
+            self._background: list[asyncio.Task[None]] = []
+            self._peers = Peers(self.node_id, repair_after)
             self._local = LocalBlobs(self.blobs, self.catalog)
             replicator = Replicator(self._peers, self._local, replicas, self.metrics)
             self.names = Names(NameKeys(secret), self.catalog, self._peers, replicator)
@@ -105,8 +116,26 @@ class Node:
                 secret, self.catalog, self._local, replicator, self.names, self.metrics
             )
             self.reader = Reader(self._peers, self._local, self.metrics)
+            self.repair = Repair(
+                self._peers,
+                self._local,
+                self.reader,
+                replicas,
+                self.metrics,
+                foreground=lambda: self._foreground,
+                interval=repair_interval,
+                rate_mb=repair_rate,
+            )
+            self.scrub = Scrub(
+                self._local, self.repair, self.metrics, rate_mb=scrub_rate, interval=scrub_interval
+            )
             self.service = Service(
-                self._peers, self._local, self.names, self.metrics, lambda: self.address
+                self._peers,
+                self._local,
+                self.names,
+                self.metrics,
+                self.repair,
+                lambda: self.address,
             )
         except BaseException:
             self._lock.release()
@@ -130,11 +159,20 @@ class Node:
         self.address = self._server.address
         # Advertised in every hello from now on; known only once bound (port 0).
         members.listen_addr = self.address
-        remembered = [addr for _, addr, _ in self.catalog.known_peers()]
+        known = self.catalog.known_peers()
+        self._peers.remember(node for node, _, _ in known)
+        remembered = [addr for _, addr, _ in known]
         members.start(self._bootstrap + [a for a in remembered if a not in self._bootstrap])
+        self._background = [
+            asyncio.create_task(self.repair.run()),
+            asyncio.create_task(self.scrub.run()),
+        ]
         log.info("node %s listening on %s", self.node_id.hex(), self.address)
 
     async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._server is not None:
             await self._server.close()
         if self._peers.started:
@@ -164,6 +202,7 @@ class Node:
         return await self.service.handle(link, op, meta, body)
 
     def _remember_peer(self, node: bytes, addr: str | None) -> None:
+        self._peers.remember([node])
         if addr:
             self.catalog.remember_peer(node, addr, time.time())
 
@@ -181,18 +220,41 @@ class Node:
         blobs, blob_bytes = await asyncio.to_thread(
             lambda: (self.blobs.count(), self.blobs.total_bytes())
         )
-        return NodeStats(blobs, blob_bytes, peers)
+        return NodeStats(
+            blobs,
+            blob_bytes,
+            peers,
+            under_replicated=self.repair.under_replicated,
+            repair_queue=self.repair.queue_length,
+            last_scrub=self.scrub.last_pass,
+        )
 
     async def wait_for_peers(self, count: int, timeout: float = 30.0) -> None:
         """Wait until at least ``count`` peers are linked."""
         await self.members.wait_for(lambda: len(self.members.live()) >= count, timeout)
 
     async def store(
-        self, name: str, source: Source, *, meta: dict[str, Any] | None = None
+        self,
+        name: str,
+        source: Source,
+        *,
+        meta: dict[str, Any] | None = None,
+        allow_degraded: bool | None = None,
     ) -> StoreResult:
-        """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob."""
+        """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob.
+
+        Each blob needs a write quorum (a majority of ``replicas``) of durable
+        copies, or :class:`InsufficientReplicasError` and no name is written.
+        ``allow_degraded`` (default: the node's setting) accepts one copy; blobs
+        with fewer than ``replicas`` are then first in line for repair.
+        """
         check_name(name)
-        return await self.writer.store(name, source, meta=meta)
+        degraded = self.allow_degraded if allow_degraded is None else allow_degraded
+        with self._in_foreground():
+            result = await self.writer.store(name, source, meta=meta, allow_degraded=degraded)
+        if result.replicas < self.replicas:
+            self.repair.trigger()
+        return result
 
     async def delete(self, name: str) -> None:
         """Delete ``name``: a tombstone record that outranks every earlier version."""
@@ -219,6 +281,15 @@ class Node:
             async for piece in pieces:
                 yield piece
 
+    @contextlib.contextmanager
+    def _in_foreground(self) -> Iterator[None]:
+        """Mark this node's user as busy: repair waits (briefly) while it is."""
+        self._foreground += 1
+        try:
+            yield
+        finally:
+            self._foreground -= 1
+
     def read_range(
         self, manifest: Manifest, start: int = 0, end: int | None = None
     ) -> AsyncGenerator[bytes, None]:
@@ -226,7 +297,15 @@ class Node:
 
         ``manifest`` comes from :meth:`manifest`; see :meth:`Reader.read_range`.
         """
-        return self.reader.read_range(manifest, start, end)
+        return self._foreground_stream(self.reader.read_range(manifest, start, end))
+
+    async def _foreground_stream(
+        self, pieces: AsyncGenerator[bytes, None]
+    ) -> AsyncGenerator[bytes, None]:
+        with self._in_foreground():
+            async with contextlib.aclosing(pieces):
+                async for piece in pieces:
+                    yield piece
 
     async def read(self, name_or_capability: str) -> bytes:
         """The whole file in memory: for small files and tests."""

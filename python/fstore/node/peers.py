@@ -3,9 +3,17 @@
 Placement is the ``replicas`` members XOR-closest to a key, this node included.
 Peers that served bytes not matching their address are remembered (in memory)
 and asked last.
+
+Members are *present* while linked, and for ``repair_after`` seconds after they
+were last seen linked; past that they are *lost*, and the copies they held are
+made again elsewhere (docs/ARCHITECTURE.md, "Durability"). A member back within
+the grace costs nothing: it was responsible all along.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Iterable
 
 from fstore.errors import FstoreError
 from fstore.net import placement
@@ -15,10 +23,16 @@ from fstore.net.membership import Membership
 MAX_LIARS_REMEMBERED = 4096
 
 
+REPAIR_AFTER = 600.0
+
+
 class Peers:
-    def __init__(self, node_id: bytes) -> None:
+    def __init__(self, node_id: bytes, repair_after: float = REPAIR_AFTER) -> None:
         self.node_id = node_id
+        self.repair_after = repair_after
         self._members: Membership | None = None
+        # Member → time.monotonic() it was last seen linked (now, for those linked now).
+        self._seen: dict[bytes, float] = {}
         # Verification failures per peer; the most recent liar last (dict order).
         self._lies: dict[bytes, int] = {}
 
@@ -47,6 +61,33 @@ class Peers:
         """Every live member, this node included, nearest to ``key`` first; overdue ones last."""
         nearest = placement.closest(key, [self.node_id, *self.members.live()], 1 << 30)
         return sorted(nearest, key=self._overdue)  # stable: XOR order within each group
+
+    def remember(self, members: Iterable[bytes]) -> None:
+        """Members known from before this start: each present for one grace from now."""
+        now = time.monotonic()
+        for node in members:
+            if node != self.node_id:
+                self._seen.setdefault(node, now)
+
+    def present(self) -> set[bytes]:
+        """Members linked now, or seen within ``repair_after``; this node included."""
+        now = time.monotonic()
+        for node in self.members.live():
+            self._seen[node] = now
+        recent = {n for n, seen in self._seen.items() if now - seen < self.repair_after}
+        return recent | {self.node_id}
+
+    def known(self) -> set[bytes]:
+        """Every member this node has known: present or lost, this node included."""
+        return set(self._seen) | set(self.members.live()) | {self.node_id}
+
+    def lost(self) -> set[bytes]:
+        """Members unseen for longer than ``repair_after``."""
+        return set(self._seen) - self.present()
+
+    def responsible(self, key: bytes, replicas: int) -> list[bytes]:
+        """The ``replicas`` present members that should hold ``key``, nearest first."""
+        return placement.closest(key, self.present(), replicas)
 
     def holders(self, key: bytes) -> list[bytes]:
         """The other live members in the order to ask them for ``key``.

@@ -41,25 +41,27 @@ class Replicator:
         what: str,
         put_on: Callable[[bytes], Awaitable[None]],
         body_bytes: int = 0,
+        *,
+        allow_degraded: bool = False,
     ) -> int:
         """Put something on the ``replicas`` live members closest to ``key``.
 
         Members are tried in XOR order (overdue ones last), a failed target
         replaced by the next one, and an overdue one (silent past the time its
         past answers predict) joined by the next one (:class:`Hedge`). It fails
-        unless every target still live and answering acknowledged (and never
-        fewer than min(2, network size), capped at ``replicas``). Targets still
-        silent when enough copies are durable finish on their own. Returns the
-        number of durable copies.
+        with :class:`InsufficientReplicasError` unless a write quorum of copies
+        is durable (:meth:`write_quorum`). Targets still silent when enough
+        copies are durable finish on their own. Returns the durable copies.
         """
         ranked = self.peers.ranked(key)
         wanted = min(self.replicas, len(ranked))
+        required = self.write_quorum(allow_degraded)
         hedge: Hedge[None] = Hedge(self.peers, ranked, put_on, body_bytes)
         done = 0
         failed: list[tuple[bytes, BaseException]] = []
         try:
             while done < wanted and not hedge.exhausted:
-                if hedge.waiting_only_on_overdue and done >= self._required(wanted, done, failed):
+                if hedge.waiting_only_on_overdue and done >= required:
                     break
                 for node, result in await hedge.wait(wanted - done):
                     if isinstance(result, BaseException):
@@ -70,7 +72,6 @@ class Replicator:
             hedge.detach()
             self.metrics.hedged_requests.inc(hedge.hedged)
         self.metrics.replication_failures.inc(len(failed))
-        required = self._required(wanted, done, failed)
         if done < required:
             reasons = "; ".join(f"{n.hex()[:12]}: {e}" for n, e in failed)
             message = f"{what}: {done} durable copies, {required} required ({reasons})"
@@ -82,22 +83,30 @@ class Replicator:
             raise InsufficientReplicasError(message)
         return done
 
-    def _required(self, wanted: int, done: int, failed: list[tuple[bytes, BaseException]]) -> int:
-        """Copies a put needs: every target that is live, answering and not refusing."""
-        live = self.peers.live()
-        still_live_failures = sum(1 for node, _ in failed if node in live)
-        return min(wanted, max(done + still_live_failures, min(2, len(live) + 1)))
+    def write_quorum(self, allow_degraded: bool = False) -> int:
+        """Durable copies a put needs: a majority of ``replicas``, or 1 if degraded is allowed.
 
-    async def put_blob(self, address: bytes, blob: bytes | memoryview) -> int:
+        In a network that has never had ``replicas`` members, a majority of the
+        members it has: a lone node stores with one copy. Members that left keep
+        counting (as lost), so losing nodes never lowers the bar by itself.
+        """
+        if allow_degraded:
+            return 1
+        return min(self.replicas, len(self.peers.known())) // 2 + 1
+
+    async def put_blob(
+        self, address: bytes, blob: bytes | memoryview, *, allow_degraded: bool = False
+    ) -> int:
         """Durable copies of a blob this process sealed; returns how many."""
         return await self.replicate(
             address,
             f"blob {address.hex()}",
             lambda node: self.put_blob_on(node, address, blob),
             len(blob),
+            allow_degraded=allow_degraded,
         )
 
-    async def confirm_blob(self, address: bytes) -> int:
+    async def confirm_blob(self, address: bytes, *, allow_degraded: bool = False) -> int:
         """Durable copies of a blob this node already holds, on the R closest live members.
 
         A copy counts only when its holder confirms it (``has_blobs``); where it
@@ -121,7 +130,9 @@ class Replicator:
             await request_patiently(link, "put_blob", {"addr": address}, blob)
             self.metrics.blob_bytes_sent.inc(len(blob))
 
-        return await self.replicate(address, f"blob {address.hex()}", confirm_on)
+        return await self.replicate(
+            address, f"blob {address.hex()}", confirm_on, allow_degraded=allow_degraded
+        )
 
     async def put_blob_on(self, node: bytes, address: bytes, blob: bytes | memoryview) -> None:
         if node == self.peers.node_id:

@@ -19,6 +19,7 @@ from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
 from fstore.node.names import LIST_PAGE_BYTES, Names, record_entry
 from fstore.node.peers import Peers
+from fstore.node.repair import DIGEST_MAX, OFFER_MAX, Repair
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Service:
         local: LocalBlobs,
         names: Names,
         metrics: NodeMetrics,
+        repair: Repair,
         own_address: Callable[[], str],
     ) -> None:
         self.peers = peers
@@ -42,6 +44,7 @@ class Service:
         self.catalog = local.catalog
         self.names = names
         self.metrics = metrics
+        self.repair = repair
         self._own_address = own_address
 
     async def handle(
@@ -142,6 +145,21 @@ class Service:
             size += len(rec) + 128
         return Reply({"more": more}, msgpack.packb(page, use_bin_type=True))
 
+    async def sync_digest(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        entries = meta.get("entries")
+        if not isinstance(entries, list) or len(entries) > DIGEST_MAX:
+            raise RemoteError("bad_request", f"entries must be a list of at most {DIGEST_MAX}")
+        checked = [_digest_entry(e) for e in entries]
+        return Reply({"differ": await self.repair.compare(checked)})
+
+    async def sync_offer(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        addrs = meta.get("addrs")
+        if not isinstance(addrs, list) or len(addrs) > OFFER_MAX:
+            raise RemoteError(
+                "bad_request", f"addrs must be a list of at most {OFFER_MAX} addresses"
+            )
+        return Reply({"wanted": self.repair.offered([_checked_address(a) for a in addrs])})
+
     async def find_node(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
         target = _address(meta, "target")
         known = dict(self.peers.members.known_addresses())
@@ -161,6 +179,8 @@ HANDLERS: dict[str, Handler] = {
     "get_record": Service.get_record,
     "list_records": Service.list_records,
     "find_node": Service.find_node,
+    "sync_digest": Service.sync_digest,
+    "sync_offer": Service.sync_offer,
 }
 
 
@@ -172,3 +192,21 @@ def _checked_address(value: object) -> bytes:
 
 def _address(meta: dict[str, Any], key: str) -> bytes:
     return _checked_address(meta.get(key))
+
+
+def _digest_entry(entry: object) -> tuple[int, bytes, bytes, int]:
+    """``[partition, group key, digest, count]`` from a peer, validated."""
+    if isinstance(entry, list) and len(entry) == 4:
+        partition, key, digest, count = entry
+        if (
+            type(partition) is int
+            and 0 <= partition < 256
+            and isinstance(key, bytes)
+            and len(key) == 16
+            and isinstance(digest, bytes)
+            and len(digest) == 32
+            and type(count) is int
+            and 0 <= count < 1 << 40
+        ):
+            return partition, key, digest, count
+    raise RemoteError("bad_request", "a digest entry is [partition, group key, digest, count]")

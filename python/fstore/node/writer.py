@@ -66,9 +66,18 @@ class Writer:
         self.metrics = metrics
 
     async def store(
-        self, name: str, source: Source, *, meta: dict[str, Any] | None = None
+        self,
+        name: str,
+        source: Source,
+        *,
+        meta: dict[str, Any] | None = None,
+        allow_degraded: bool = False,
     ) -> StoreResult:
-        """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob."""
+        """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob.
+
+        Every blob needs a write quorum of durable copies, or the store fails and
+        no name is written (``allow_degraded``: one copy is enough).
+        """
         pipeline = _native.StorePipeline(self._namespace_secret)
         refs: dict[int, ChunkRef] = {}
         window = asyncio.Semaphore(STORE_WINDOW)
@@ -79,7 +88,7 @@ class Writer:
         async def upload(chunk: _native.SealedChunk) -> None:
             nonlocal copies
             try:
-                address, written = await self._put_chunk(chunk)
+                address, written = await self._put_chunk(chunk, allow_degraded)
                 copies = min(copies, written)
                 refs[chunk.offset] = ChunkRef(address, chunk.key, chunk.plain_length)
             except Exception as e:
@@ -122,10 +131,14 @@ class Writer:
                 f"{wire.MAX_BODY}-byte blob (files up to about 70 GB are supported)"
             )
         manifest_address = _native.hash(sealed)
-        copies = min(copies, await self.replicator.put_blob(manifest_address, sealed))
+        copies = min(
+            copies,
+            await self.replicator.put_blob(manifest_address, sealed, allow_degraded=allow_degraded),
+        )
         capability = str(Capability(manifest_address, file_key))
         stored_at = time.time()
-        await self.names.put(NameValue(name, capability, manifest.size, manifest.blake3, stored_at))
+        value = NameValue(name, capability, manifest.size, manifest.blake3, stored_at)
+        await self.names.put(value, allow_degraded=allow_degraded)
         self.metrics.stored_bytes.inc(manifest.size)
         log.info(
             "stored %r: %d bytes in %d chunks, %d copies",
@@ -144,7 +157,9 @@ class Writer:
             stored_at,
         )
 
-    async def _put_chunk(self, chunk: _native.SealedChunk) -> tuple[bytes, int]:
+    async def _put_chunk(
+        self, chunk: _native.SealedChunk, allow_degraded: bool
+    ) -> tuple[bytes, int]:
         """The address a chunk is kept under and its durable copies.
 
         A chunk this node stored before (same chunk id) reuses that blob, but
@@ -154,10 +169,13 @@ class Writer:
         known = self.catalog.chunk_address(chunk.chunk_id)
         if known is not None and self.local.has(known):
             try:
-                return known, await self.replicator.confirm_blob(known)
+                confirmed = await self.replicator.confirm_blob(known, allow_degraded=allow_degraded)
+                return known, confirmed
             except FstoreError as e:
                 log.info("could not reuse blob %s (%s); storing it again", known.hex()[:12], e)
-        written = await self.replicator.put_blob(chunk.address, chunk.sealed)
+        written = await self.replicator.put_blob(
+            chunk.address, chunk.sealed, allow_degraded=allow_degraded
+        )
         self.catalog.add_chunk(chunk.chunk_id, chunk.address)
         return chunk.address, written
 

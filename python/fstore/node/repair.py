@@ -1,0 +1,319 @@
+"""Self-healing: every blob converges to R copies on the R closest present members.
+
+Each round (docs/ARCHITECTURE.md, "Durability"), this node groups the blobs it
+holds by partition (the address's first byte) and by the members responsible
+for them (the R present members XOR-closest to the address), and sends each of
+those members one digest per group: an XOR of the addresses and a count. A
+member whose own digest for a group differs is offered that group's addresses
+and pulls, itself, what it lacks: the member missing a copy makes it, once,
+from whichever holder answers first, so no two holders copy the same blob. A
+copy on a member no longer responsible (after a join, or a store that went
+elsewhere) is dropped once every responsible member confirms it holds one.
+
+Pulls are background work: a few at a time, capped in bytes per second, and
+paused while this node serves its own user's stores and gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from fstore import _native
+from fstore.errors import FstoreError
+from fstore.net import placement
+from fstore.net.link import PeerLink
+from fstore.node.local import LocalBlobs
+from fstore.node.metrics import NodeMetrics
+from fstore.node.peers import Peers
+from fstore.node.reader import Reader
+
+log = logging.getLogger(__name__)
+
+REPAIR_INTERVAL = 30.0  # seconds between rounds
+REPAIR_RATE = 64.0  # MB/s of pulled copies, at most
+PULLERS = 2
+OFFER_MAX = 4096  # addresses in one offer
+DIGEST_MAX = 256 * 64  # entries in one digest message: every partition, 64 groups each
+FOREGROUND_PAUSE = 0.05
+FOREGROUND_MAX_WAIT = 2.0
+
+GroupKey = tuple[int, bytes]  # (partition, key of the responsible members)
+
+
+@dataclass
+class Group:
+    members: tuple[bytes, ...]
+    digest: int = 0
+    addresses: list[bytes] = field(default_factory=list)
+
+    def add(self, address: bytes) -> None:
+        self.digest ^= int.from_bytes(address, "big")
+        self.addresses.append(address)
+
+    def summary(self) -> tuple[bytes, int]:
+        return self.digest.to_bytes(32, "big"), len(self.addresses)
+
+
+def group_key(members: Iterable[bytes]) -> bytes:
+    """Names a set of members the same way on every node: BLAKE3 of their sorted ids."""
+    return _native.hash(b"".join(sorted(members)))[:16]
+
+
+def table(addresses: Iterable[bytes], present: set[bytes], replicas: int) -> dict[GroupKey, Group]:
+    """The held addresses grouped by (partition, responsible members)."""
+    groups: dict[GroupKey, Group] = {}
+    for address in addresses:
+        members = tuple(placement.closest(address, present, replicas))
+        key = (address[0], group_key(members))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = Group(members)
+        group.add(address)
+    return groups
+
+
+class Repair:
+    def __init__(
+        self,
+        peers: Peers,
+        local: LocalBlobs,
+        reader: Reader,
+        replicas: int,
+        metrics: NodeMetrics,
+        *,
+        foreground: Callable[[], int],
+        interval: float = REPAIR_INTERVAL,
+        rate_mb: float = REPAIR_RATE,
+    ) -> None:
+        self.peers = peers
+        self.local = local
+        self.reader = reader
+        self.replicas = replicas
+        self.metrics = metrics
+        self.interval = interval
+        self.rate = rate_mb * 1e6
+        self._foreground = foreground
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queued: set[bytes] = set()
+        self._wake = asyncio.Event()
+        self._table: dict[GroupKey, Group] = {}
+        self._table_at = 0.0
+        self._lost: set[bytes] = set()
+        self._healing: dict[bytes, tuple[float, int, int]] = {}  # lost member → start, blobs, bytes
+        self._missing_elsewhere: set[bytes] = set()
+        self._allowance = 0.0
+        self._allowance_at = time.monotonic()
+
+    # --- state for status and metrics -----------------------------------------------------
+
+    @property
+    def queue_length(self) -> int:
+        return len(self._queued)
+
+    @property
+    def under_replicated(self) -> int:
+        """Blobs known to lack a copy on a responsible member: pulls here, or offers refused."""
+        return len(self._queued | self._missing_elsewhere)
+
+    # --- the loops ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        pullers = [asyncio.create_task(self._pull_forever()) for _ in range(PULLERS)]
+        try:
+            while True:
+                try:
+                    await self.round()
+                except FstoreError as e:
+                    log.warning("repair round failed: %s", e)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+        finally:
+            for task in pullers:
+                task.cancel()
+            await asyncio.gather(*pullers, return_exceptions=True)
+
+    def trigger(self) -> None:
+        """Run a round soon: after a store that made fewer copies than wanted."""
+        self._wake.set()
+
+    async def round(self) -> None:
+        self.metrics.repair_rounds.inc()
+        present = self.peers.present()
+        self._note_lost(present)
+        groups = await self._groups(present, fresh=True)
+        by_peer: dict[bytes, list[GroupKey]] = {}
+        for key, group in groups.items():
+            for member in group.members:
+                if member != self.peers.node_id:
+                    by_peer.setdefault(member, []).append(key)
+        self._missing_elsewhere = set()
+        await asyncio.gather(
+            *(self._sync_with(peer, keys, groups) for peer, keys in by_peer.items()),
+            return_exceptions=True,
+        )
+        await self._hand_off(groups)
+        self._note_healed()
+
+    async def _groups(self, present: set[bytes], *, fresh: bool) -> dict[GroupKey, Group]:
+        """This node's table; reused for a peer's digest if computed less than a round ago."""
+        if fresh or time.monotonic() - self._table_at > self.interval:
+            addresses = await asyncio.to_thread(lambda: list(self.local.blobs.addresses()))
+            self._table = await asyncio.to_thread(table, addresses, present, self.replicas)
+            self._table_at = time.monotonic()
+        return self._table
+
+    async def _sync_with(
+        self, peer: bytes, keys: list[GroupKey], groups: dict[GroupKey, Group]
+    ) -> None:
+        link = self.peers.link(peer)
+        if link is None:
+            return
+        for start in range(0, len(keys), DIGEST_MAX):
+            batch = keys[start : start + DIGEST_MAX]
+            entries = [[p, g, *groups[(p, g)].summary()] for p, g in batch]
+            response = await link.request("sync_digest", {"entries": entries})
+            differ = response.meta.get("differ")
+            if not isinstance(differ, list):
+                return
+            for entry in differ[: len(batch)]:
+                if not isinstance(entry, list) or len(entry) != 2:
+                    continue
+                group = groups.get((entry[0], entry[1]))
+                if group is not None:
+                    await self._offer(link, group.addresses)
+
+    async def _offer(self, link: PeerLink, addresses: list[bytes]) -> None:
+        for start in range(0, len(addresses), OFFER_MAX):
+            batch = addresses[start : start + OFFER_MAX]
+            response = await link.request("sync_offer", {"addrs": batch})
+            wanted = response.meta.get("wanted")
+            if isinstance(wanted, list):
+                self._missing_elsewhere.update(a for a, w in zip(batch, wanted, strict=False) if w)
+
+    # --- the peer side: digests compared, offers taken --------------------------------------
+
+    async def compare(self, entries: list[tuple[int, bytes, bytes, int]]) -> list[list[object]]:
+        """The (partition, group) entries whose digest here differs from the peer's."""
+        groups = await self._groups(self.peers.present(), fresh=False)
+        differ: list[list[object]] = []
+        for partition, key, digest, count in entries:
+            mine = groups.get((partition, key))
+            if mine is None or mine.summary() != (digest, count):
+                differ.append([partition, key])
+        return differ
+
+    def offered(self, addresses: list[bytes]) -> list[bool]:
+        """Which offered addresses this node should hold and lacks: those are pulled."""
+        present = self.peers.present()
+        wanted = []
+        for address in addresses:
+            responsible = self.peers.node_id in placement.closest(address, present, self.replicas)
+            want = responsible and not self.local.has(address)
+            if want:
+                self.enqueue(address)
+            wanted.append(want)
+        return wanted
+
+    def enqueue(self, address: bytes) -> None:
+        """Make a copy of ``address`` here (from whichever holder answers first)."""
+        if address not in self._queued:
+            self._queued.add(address)
+            self._queue.put_nowait(address)
+
+    # --- pulling --------------------------------------------------------------------------
+
+    async def _pull_forever(self) -> None:
+        while True:
+            address = await self._queue.get()
+            try:
+                await self._yield_to_foreground()
+                if not self.local.has(address):
+                    blob = await self.reader.fetch_blob(address)
+                    await self.local.put(address, blob, verified=True)
+                    self.metrics.repaired_bytes.inc(len(blob))
+                    self.metrics.repaired_blobs.inc()
+                    for lost, (started, blobs, size) in self._healing.items():
+                        self._healing[lost] = (started, blobs + 1, size + len(blob))
+                    await self._throttle(len(blob))
+            except FstoreError as e:
+                log.info("could not copy blob %s here yet: %s", address.hex()[:12], e)
+            finally:
+                self._queued.discard(address)
+
+    async def _yield_to_foreground(self) -> None:
+        waited = 0.0
+        while self._foreground() and waited < FOREGROUND_MAX_WAIT:
+            await asyncio.sleep(FOREGROUND_PAUSE)
+            waited += FOREGROUND_PAUSE
+
+    async def _throttle(self, size: int) -> None:
+        """Keep pulls under ``rate`` bytes per second on average (a token bucket, 1 s deep)."""
+        now = time.monotonic()
+        self._allowance = min(self.rate, self._allowance + (now - self._allowance_at) * self.rate)
+        self._allowance_at = now
+        self._allowance -= size
+        if self._allowance < 0:
+            await asyncio.sleep(-self._allowance / self.rate)
+
+    # --- copies no longer needed here -----------------------------------------------------
+
+    async def _hand_off(self, groups: dict[GroupKey, Group]) -> None:
+        """Drop copies this node is not responsible for, once every responsible one has it."""
+        me = self.peers.node_id
+        for group in groups.values():
+            if me in group.members:
+                continue
+            confirmed = set(group.addresses)
+            for member in group.members:
+                link = self.peers.link(member)
+                if link is None:
+                    confirmed.clear()
+                    break
+                for start in range(0, len(group.addresses), OFFER_MAX):
+                    batch = group.addresses[start : start + OFFER_MAX]
+                    try:
+                        response = await link.request("has_blobs", {"addrs": batch})
+                    except FstoreError:
+                        confirmed.clear()
+                        break
+                    have = response.meta.get("have")
+                    if not isinstance(have, list):
+                        confirmed.clear()
+                        break
+                    confirmed -= {a for a, h in zip(batch, have, strict=False) if h is not True}
+            for address in confirmed:
+                await asyncio.to_thread(self.local.blobs.delete, address)
+                self.local.catalog.unpin(address)
+                self.metrics.handed_off_blobs.inc()
+
+    # --- lost members, logged -------------------------------------------------------------
+
+    def _note_lost(self, present: set[bytes]) -> None:
+        lost = self.peers.lost()
+        for node in lost - self._lost:
+            log.warning(
+                "member %s unseen for over %.0fs: counted as lost; repairing its copies",
+                node.hex()[:12],
+                self.peers.repair_after,
+            )
+            self._healing[node] = (time.monotonic(), 0, 0)
+        self._lost = lost
+
+    def _note_healed(self) -> None:
+        if not self._healing or self._queued or self._missing_elsewhere:
+            return
+        for node, (started, blobs, size) in self._healing.items():
+            log.warning(
+                "repair after losing member %s finished in %.1fs: %d blobs (%d bytes) copied here",
+                node.hex()[:12],
+                time.monotonic() - started,
+                blobs,
+                size,
+            )
+        self._healing.clear()
