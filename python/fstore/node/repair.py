@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 REPAIR_INTERVAL = 30.0  # seconds between rounds
 REPAIR_RATE = 64.0  # MB/s of pulled copies, at most
 PULLERS = 2
-OFFER_MAX = 4096  # addresses in one offer
-DIGEST_MAX = 256 * 64  # entries in one digest message: every partition, 64 groups each
+# Both bounded by the wire's 64 KiB of meta: 1024 addresses are 35 KiB, and a
+# digest entry [partition, group key, digest, count] is at most 64 bytes.
+OFFER_MAX = 1024  # addresses in one offer or has_blobs
+DIGEST_MAX = 512  # entries in one digest message
 FOREGROUND_PAUSE = 0.05
 FOREGROUND_MAX_WAIT = 2.0
 

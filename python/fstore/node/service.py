@@ -24,7 +24,6 @@ from fstore.node.repair import DIGEST_MAX, OFFER_MAX, Repair
 log = logging.getLogger(__name__)
 
 MAX_PEERS_LISTED = 256
-MAX_HAS_BLOBS = 1024
 
 Handler = Callable[["Service", PeerLink, dict[str, Any], memoryview], Awaitable[Reply]]
 
@@ -87,9 +86,9 @@ class Service:
 
     async def has_blobs(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
         addrs = meta.get("addrs")
-        if not isinstance(addrs, list) or len(addrs) > MAX_HAS_BLOBS:
+        if not isinstance(addrs, list) or len(addrs) > OFFER_MAX:
             raise RemoteError(
-                "bad_request", f"addrs must be a list of at most {MAX_HAS_BLOBS} addresses"
+                "bad_request", f"addrs must be a list of at most {OFFER_MAX} addresses"
             )
         return Reply({"have": [self.local.has(_checked_address(a)) for a in addrs]})
 
