@@ -7,6 +7,8 @@ with a deadline.
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
 import urllib.error
 import urllib.request
@@ -29,6 +31,8 @@ from netutil import (
 )
 
 from fstore import _native
+from fstore.formats.records import NameKeys
+from fstore.storage.catalog import Catalog
 
 MESH_TIMEOUT = 30.0
 HEAL_TIMEOUT = 90.0
@@ -178,6 +182,14 @@ def test_a_node_back_within_the_grace_costs_no_repair(cluster: Cluster, tmp_path
     options = ["--repair-after", "60", "--repair-interval", "0.3"]
     s, r, everyone = six_nodes(cluster, options)
     files = store_files(s, tmp_path, SIZES[:10], b"within grace")
+    # A store whose target was slow may have placed a copy elsewhere, which repair moves:
+    # that traffic is the stores', so count only from when all is in place.
+    wait_until(
+        lambda: not under_replicated(files, everyone, everyone),
+        HEAL_TIMEOUT,
+        "3 copies of every blob before the holder goes",
+    )
+    before = [metric(n, "fstore_repaired_bytes_total") for n in everyone]
     victim = next(n for n in everyone if not isinstance(n, Agent))
     assert victim.terminate(timeout=30) == 0
     rounds = metric(s, "fstore_repair_rounds_total")
@@ -196,7 +208,9 @@ def test_a_node_back_within_the_grace_costs_no_repair(cluster: Cluster, tmp_path
         "five repair rounds once it is back",
     )
     assert not under_replicated(files, live, everyone)
-    assert [metric(n, "fstore_repaired_bytes_total") for n in live] == [0.0] * len(live)
+    after = [metric(n, "fstore_repaired_bytes_total") for n in live]
+    stayed = [b for n, b in zip(everyone, before, strict=True) if n is not victim]
+    assert after == [*stayed, 0.0], "bytes were copied for a member back within its grace"
 
 
 def test_a_joining_node_gets_its_share_and_no_blob_drops_below_three(
@@ -296,4 +310,45 @@ def test_a_store_without_a_write_quorum_fails_unless_degraded_is_allowed(
         "3 copies of every blob once the two nodes are back",
     )
     got = s.call("get", target="degraded.bin", out=str(tmp_path / "got"))
+    assert got["blake3"] == digest
+
+
+def record_holders(locator: bytes, nodes: list[NodeProcess]) -> int:
+    """How many of ``nodes`` keep a record for ``locator`` in their catalog."""
+    count = 0
+    for node in nodes:
+        with Catalog(node.data_dir / "fstore.db") as catalog:
+            count += catalog.get_record(locator) is not None
+    return count
+
+
+def test_name_records_of_lost_members_are_copied_again(cluster: Cluster, tmp_path: Path) -> None:
+    """Name records are repaired like blobs: the two holders among a name's record holders
+    are killed, the record is back on 3 live nodes after the grace, and the name reads."""
+    namespace = tmp_path / "namespace.key"
+    namespace.write_bytes(os.urandom(32))
+    options = [*FAST_REPAIR, "--namespace-file", str(namespace)]
+    s, r, everyone = six_nodes(cluster, options)
+    keys = NameKeys(namespace.read_bytes())
+    ids = [n.node_id for n in everyone]
+    holders = {n.node_id: n for n in everyone if not isinstance(n, Agent)}
+    name = next(
+        f"note-{i}.txt"
+        for i in itertools.count()
+        if len(set(holders) & set(closest(keys.locator(f"note-{i}.txt"), ids, 3))) == 2
+    )
+    locator = keys.locator(name)
+    source = tmp_path / name
+    digest = write_random_file(source, 10_000, b"record")
+    s.call("store", name=name, path=str(source))
+    victims = [holders[n] for n in closest(locator, ids, 3) if n in holders]
+    for victim in victims:
+        victim.kill()
+    live = [n for n in everyone if n not in victims]
+    wait_until(
+        lambda: record_holders(locator, live) >= 3,
+        HEAL_TIMEOUT,
+        "the name record on 3 live nodes",
+    )
+    got = r.call("get", target=name, out=str(tmp_path / "got"))
     assert got["blake3"] == digest

@@ -85,6 +85,32 @@ class Names:
         meta = {"loc": locator, "rec": record, "ver": list(version)}
         await request_patiently(link, "put_record", meta)
 
+    def keep(self, locator: bytes, record: bytes, version: Version, source: str) -> bool:
+        """Keep a record a peer sent if it is newer than the one held; whether it was kept.
+
+        Storage is "highest version wins": a holder outside the record's namespace
+        has no key to check it with, so any member can replace a record with
+        garbage or with a genuine record under a higher version it was not sealed
+        with. Readers skip such copies (:meth:`resolve`). A node of the namespace
+        can check, and does not give up a record that opens for one that does not.
+        """
+        held = self.catalog.get_record(locator)
+        if (
+            held is not None
+            and version > held[1]
+            and self.opens(locator, held[0], held[1])
+            and not self.opens(locator, record, version)
+        ):
+            log.warning(
+                "%s sent a record at version %d/%s that does not open over one of this "
+                "namespace that does; kept the one held",
+                source,
+                version[0],
+                version[1].hex()[:12],
+            )
+            return False
+        return self.catalog.put_record(locator, record, version)
+
     def opens(self, locator: bytes, record: bytes, version: Version) -> bool:
         """Whether ``record`` is one of this namespace's, sealed for ``locator`` at ``version``."""
         try:

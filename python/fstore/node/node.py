@@ -120,6 +120,7 @@ class Node:
                 self._peers,
                 self._local,
                 self.reader,
+                self.names,
                 replicas,
                 self.metrics,
                 foreground=lambda: self._foreground,

@@ -22,13 +22,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fstore import _native
 from fstore.errors import FstoreError
+from fstore.formats.records import Version
 from fstore.net import placement
 from fstore.net.link import PeerLink
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
+from fstore.node.names import Names, record_from_meta
 from fstore.node.peers import Peers
 from fstore.node.reader import Reader
 
@@ -45,20 +48,24 @@ FOREGROUND_PAUSE = 0.05
 FOREGROUND_MAX_WAIT = 2.0
 
 GroupKey = tuple[int, bytes]  # (partition, key of the responsible members)
+KINDS = ("blob", "record")
 
 
 @dataclass
 class Group:
     members: tuple[bytes, ...]
     digest: int = 0
-    addresses: list[bytes] = field(default_factory=list)
+    offers: list[Any] = field(default_factory=list)  # what to offer: addresses, or records
 
-    def add(self, address: bytes) -> None:
-        self.digest ^= int.from_bytes(address, "big")
-        self.addresses.append(address)
+    def add(self, item_id: bytes, offer: Any) -> None:
+        self.digest ^= int.from_bytes(item_id, "big")
+        self.offers.append(offer)
 
     def summary(self) -> tuple[bytes, int]:
-        return self.digest.to_bytes(32, "big"), len(self.addresses)
+        return self.digest.to_bytes(32, "big"), len(self.offers)
+
+
+Item = tuple[bytes, bytes, Any]  # (placement key, id in the digest, what an offer carries)
 
 
 def group_key(members: Iterable[bytes]) -> bytes:
@@ -66,17 +73,35 @@ def group_key(members: Iterable[bytes]) -> bytes:
     return _native.hash(b"".join(sorted(members)))[:16]
 
 
-def table(addresses: Iterable[bytes], present: set[bytes], replicas: int) -> dict[GroupKey, Group]:
-    """The held addresses grouped by (partition, responsible members)."""
+def table(items: Iterable[Item], present: set[bytes], replicas: int) -> dict[GroupKey, Group]:
+    """Items grouped by (partition, responsible members): the first byte of their key,
+    and the ``replicas`` present members XOR-closest to it."""
     groups: dict[GroupKey, Group] = {}
-    for address in addresses:
-        members = tuple(placement.closest(address, present, replicas))
-        key = (address[0], group_key(members))
-        group = groups.get(key)
+    for key, item_id, offer in items:
+        members = tuple(placement.closest(key, present, replicas))
+        gkey = (key[0], group_key(members))
+        group = groups.get(gkey)
         if group is None:
-            group = groups[key] = Group(members)
-        group.add(address)
+            group = groups[gkey] = Group(members)
+        group.add(item_id, offer)
     return groups
+
+
+def blob_items(addresses: Iterable[bytes]) -> list[Item]:
+    return [(a, a, a) for a in addresses]
+
+
+def record_items(records: Iterable[tuple[bytes, bytes, Version]]) -> list[Item]:
+    """A record's id binds its locator and version: a newer version is a difference."""
+    return [
+        (loc, _native.hash(loc + clock.to_bytes(8, "big") + node), [loc, clock, node])
+        for loc, _, (clock, node) in records
+    ]
+
+
+def offer_max(kind: str) -> int:
+    """Items in one offer: 1024 addresses (35 KiB), or 512 records (at most 40 KiB)."""
+    return OFFER_MAX if kind == "blob" else OFFER_MAX // 2
 
 
 class Repair:
@@ -85,6 +110,7 @@ class Repair:
         peers: Peers,
         local: LocalBlobs,
         reader: Reader,
+        names: Names,
         replicas: int,
         metrics: NodeMetrics,
         *,
@@ -95,6 +121,7 @@ class Repair:
         self.peers = peers
         self.local = local
         self.reader = reader
+        self.names = names
         self.replicas = replicas
         self.metrics = metrics
         self.interval = interval
@@ -102,9 +129,9 @@ class Repair:
         self._foreground = foreground
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._queued: set[bytes] = set()
+        self._record_pulls: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._table: dict[GroupKey, Group] = {}
-        self._table_at = 0.0
+        self._tables: dict[str, tuple[float, dict[GroupKey, Group]]] = {}
         self._lost: set[bytes] = set()
         self._healing: dict[bytes, tuple[float, int, int]] = {}  # lost member → start, blobs, bytes
         self._missing_elsewhere: set[bytes] = set()
@@ -136,9 +163,9 @@ class Repair:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval)
         finally:
-            for task in pullers:
+            for task in [*pullers, *self._record_pulls]:
                 task.cancel()
-            await asyncio.gather(*pullers, return_exceptions=True)
+            await asyncio.gather(*pullers, *self._record_pulls, return_exceptions=True)
 
     def trigger(self) -> None:
         """Run a round soon: after a store that made fewer copies than wanted."""
@@ -147,62 +174,85 @@ class Repair:
     async def round(self) -> None:
         self.metrics.repair_rounds.inc()
         present = self.peers.present()
-        self._note_lost(present)
-        groups = await self._groups(present, fresh=True)
-        by_peer: dict[bytes, list[GroupKey]] = {}
-        for key, group in groups.items():
-            for member in group.members:
-                if member != self.peers.node_id:
-                    by_peer.setdefault(member, []).append(key)
-        self._missing_elsewhere = set()
-        await asyncio.gather(
-            *(self._sync_with(peer, keys, groups) for peer, keys in by_peer.items()),
-            return_exceptions=True,
-        )
-        await self._hand_off(groups)
+        self._note_lost()
+        missing: set[bytes] = set()
+        for kind in KINDS:
+            groups = await self._groups(kind, present, fresh=True)
+            by_peer: dict[bytes, list[GroupKey]] = {}
+            for key, group in groups.items():
+                for member in group.members:
+                    if member != self.peers.node_id:
+                        by_peer.setdefault(member, []).append(key)
+            results = await asyncio.gather(
+                *(self._sync_with(kind, p, keys, groups) for p, keys in by_peer.items()),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, set):
+                    missing |= result
+                elif isinstance(result, BaseException):
+                    log.debug("repair: comparing %ss with a peer failed: %s", kind, result)
+            if kind == "blob":
+                await self._hand_off(groups)
+        self._missing_elsewhere = missing
         self._note_healed()
 
-    async def _groups(self, present: set[bytes], *, fresh: bool) -> dict[GroupKey, Group]:
-        """This node's table; reused for a peer's digest if computed less than a round ago."""
-        if fresh or time.monotonic() - self._table_at > self.interval:
-            addresses = await asyncio.to_thread(lambda: list(self.local.blobs.addresses()))
-            self._table = await asyncio.to_thread(table, addresses, present, self.replicas)
-            self._table_at = time.monotonic()
-        return self._table
+    async def _groups(
+        self, kind: str, present: set[bytes], *, fresh: bool
+    ) -> dict[GroupKey, Group]:
+        """This node's table of ``kind``; reused for a peer's digest within a round."""
+        made, groups = self._tables.get(kind, (0.0, {}))
+        if fresh or time.monotonic() - made > self.interval:
+            items = await asyncio.to_thread(self._items, kind)
+            groups = await asyncio.to_thread(table, items, present, self.replicas)
+            self._tables[kind] = (time.monotonic(), groups)
+        return groups
+
+    def _items(self, kind: str) -> list[Item]:
+        if kind == "blob":
+            return blob_items(self.local.blobs.addresses())
+        return record_items(self.local.catalog.records())
 
     async def _sync_with(
-        self, peer: bytes, keys: list[GroupKey], groups: dict[GroupKey, Group]
-    ) -> None:
+        self, kind: str, peer: bytes, keys: list[GroupKey], groups: dict[GroupKey, Group]
+    ) -> set[bytes]:
+        """Digests to one peer, offers for the groups that differ; the blobs it lacks."""
         link = self.peers.link(peer)
         if link is None:
-            return
+            return set()
+        lacking: set[bytes] = set()
         for start in range(0, len(keys), DIGEST_MAX):
             batch = keys[start : start + DIGEST_MAX]
             entries = [[p, g, *groups[(p, g)].summary()] for p, g in batch]
-            response = await link.request("sync_digest", {"entries": entries})
+            response = await link.request("sync_digest", {"kind": kind, "entries": entries})
             differ = response.meta.get("differ")
             if not isinstance(differ, list):
-                return
+                continue
             for entry in differ[: len(batch)]:
-                if not isinstance(entry, list) or len(entry) != 2:
-                    continue
-                group = groups.get((entry[0], entry[1]))
-                if group is not None:
-                    await self._offer(link, group.addresses)
+                if isinstance(entry, list) and len(entry) == 2:
+                    group = groups.get((entry[0], entry[1]))
+                    if group is not None:
+                        lacking |= await self._offer(link, kind, group.offers)
+        return lacking
 
-    async def _offer(self, link: PeerLink, addresses: list[bytes]) -> None:
-        for start in range(0, len(addresses), OFFER_MAX):
-            batch = addresses[start : start + OFFER_MAX]
-            response = await link.request("sync_offer", {"addrs": batch})
+    async def _offer(self, link: PeerLink, kind: str, offers: list[Any]) -> set[bytes]:
+        lacking: set[bytes] = set()
+        size = offer_max(kind)
+        for start in range(0, len(offers), size):
+            batch = offers[start : start + size]
+            response = await link.request("sync_offer", {"kind": kind, "items": batch})
             wanted = response.meta.get("wanted")
-            if isinstance(wanted, list):
-                self._missing_elsewhere.update(a for a, w in zip(batch, wanted, strict=False) if w)
+            if kind == "blob" and isinstance(wanted, list):
+                lacking.update(a for a, w in zip(batch, wanted, strict=False) if w is True)
+        return lacking
 
     # --- the peer side: digests compared, offers taken --------------------------------------
 
-    async def compare(self, entries: list[tuple[int, bytes, bytes, int]]) -> list[list[object]]:
+    async def compare(
+        self, kind: str, entries: list[tuple[int, bytes, bytes, int]]
+    ) -> list[list[object]]:
         """The (partition, group) entries whose digest here differs from the peer's."""
-        groups = await self._groups(self.peers.present(), fresh=False)
+        groups = await self._groups(kind, self.peers.present(), fresh=False)
         differ: list[list[object]] = []
         for partition, key, digest, count in entries:
             mine = groups.get((partition, key))
@@ -210,8 +260,8 @@ class Repair:
                 differ.append([partition, key])
         return differ
 
-    def offered(self, addresses: list[bytes]) -> list[bool]:
-        """Which offered addresses this node should hold and lacks: those are pulled."""
+    def offered_blobs(self, addresses: list[bytes]) -> list[bool]:
+        """Which offered blobs this node should hold and lacks: those are pulled."""
         present = self.peers.present()
         wanted = []
         for address in addresses:
@@ -222,6 +272,25 @@ class Repair:
             wanted.append(want)
         return wanted
 
+    def offered_records(self, source: bytes, records: list[tuple[bytes, Version]]) -> list[bool]:
+        """Which offered records this node should hold, and holds older or not at all."""
+        present = self.peers.present()
+        wanted_locators = []
+        wanted = []
+        for locator, version in records:
+            held = self.local.catalog.get_record(locator)
+            want = self.peers.node_id in placement.closest(locator, present, self.replicas) and (
+                held is None or held[1] < version
+            )
+            if want:
+                wanted_locators.append(locator)
+            wanted.append(want)
+        if wanted_locators:
+            task = asyncio.create_task(self._pull_records(source, wanted_locators))
+            self._record_pulls.add(task)
+            task.add_done_callback(self._record_pulls.discard)
+        return wanted
+
     def enqueue(self, address: bytes) -> None:
         """Make a copy of ``address`` here (from whichever holder answers first)."""
         if address not in self._queued:
@@ -229,6 +298,20 @@ class Repair:
             self._queue.put_nowait(address)
 
     # --- pulling --------------------------------------------------------------------------
+
+    async def _pull_records(self, source: bytes, locators: list[bytes]) -> None:
+        link = self.peers.link(source)
+        if link is None:
+            return
+        for locator in locators:
+            try:
+                response = await link.request("get_record", {"loc": locator})
+            except FstoreError as e:
+                log.info("could not copy record %s here yet: %s", locator.hex()[:12], e)
+                continue
+            record = record_from_meta(response.meta)
+            if record is not None:
+                self.names.keep(locator, record[0], record[1], link.describe())
 
     async def _pull_forever(self) -> None:
         while True:
@@ -267,36 +350,38 @@ class Repair:
 
     async def _hand_off(self, groups: dict[GroupKey, Group]) -> None:
         """Drop copies this node is not responsible for, once every responsible one has it."""
-        me = self.peers.node_id
         for group in groups.values():
-            if me in group.members:
+            if self.peers.node_id in group.members:
                 continue
-            confirmed = set(group.addresses)
+            confirmed = set(group.offers)
             for member in group.members:
-                link = self.peers.link(member)
-                if link is None:
-                    confirmed.clear()
-                    break
-                for start in range(0, len(group.addresses), OFFER_MAX):
-                    batch = group.addresses[start : start + OFFER_MAX]
-                    try:
-                        response = await link.request("has_blobs", {"addrs": batch})
-                    except FstoreError:
-                        confirmed.clear()
-                        break
-                    have = response.meta.get("have")
-                    if not isinstance(have, list):
-                        confirmed.clear()
-                        break
-                    confirmed -= {a for a, h in zip(batch, have, strict=False) if h is not True}
+                confirmed &= await self._held_by(member, group.offers)
             for address in confirmed:
                 await asyncio.to_thread(self.local.blobs.delete, address)
                 self.local.catalog.unpin(address)
                 self.metrics.handed_off_blobs.inc()
 
+    async def _held_by(self, member: bytes, addresses: list[bytes]) -> set[bytes]:
+        """The addresses ``member`` confirms it holds (none if it cannot be asked)."""
+        link = self.peers.link(member)
+        if link is None:
+            return set()
+        held: set[bytes] = set()
+        for start in range(0, len(addresses), OFFER_MAX):
+            batch = addresses[start : start + OFFER_MAX]
+            try:
+                response = await link.request("has_blobs", {"addrs": batch})
+            except FstoreError:
+                return set()
+            have = response.meta.get("have")
+            if not isinstance(have, list):
+                return set()
+            held |= {a for a, h in zip(batch, have, strict=False) if h is True}
+        return held
+
     # --- lost members, logged -------------------------------------------------------------
 
-    def _note_lost(self, present: set[bytes]) -> None:
+    def _note_lost(self) -> None:
         lost = self.peers.lost()
         for node in lost - self._lost:
             log.warning(

@@ -13,13 +13,14 @@ from typing import Any
 import msgpack
 
 from fstore.errors import AddressMismatchError, DiskFullError, RemoteError
+from fstore.formats.records import Version
 from fstore.net import placement
 from fstore.net.link import PeerLink, Reply
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
 from fstore.node.names import LIST_PAGE_BYTES, Names, record_entry
 from fstore.node.peers import Peers
-from fstore.node.repair import DIGEST_MAX, OFFER_MAX, Repair
+from fstore.node.repair import DIGEST_MAX, KINDS, OFFER_MAX, Repair
 
 log = logging.getLogger(__name__)
 
@@ -97,28 +98,7 @@ class Service:
         if parsed is None:
             raise RemoteError("bad_request", "malformed record")
         locator, record, version = parsed
-        # Storage is "highest version wins": a holder outside the record's namespace
-        # has no key to check it with, so any member can replace a record with
-        # garbage or with a genuine record under a higher version it was not sealed
-        # with. Readers skip such copies (Names.resolve). A node of the namespace can
-        # check, and does not give up a record that opens for one that does not;
-        # the put is acknowledged and ignored, like any put it does not keep.
-        held = self.catalog.get_record(locator)
-        if (
-            held is not None
-            and version > held[1]
-            and self.names.opens(locator, held[0], held[1])
-            and not self.names.opens(locator, record, version)
-        ):
-            log.warning(
-                "%s sent a record at version %d/%s that does not open over one of this "
-                "namespace that does; kept the one held",
-                link.describe(),
-                version[0],
-                version[1].hex()[:12],
-            )
-            return Reply({})
-        self.catalog.put_record(locator, record, version)
+        self.names.keep(locator, record, version, link.describe())
         return Reply({})
 
     async def get_record(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
@@ -145,19 +125,25 @@ class Service:
         return Reply({"more": more}, msgpack.packb(page, use_bin_type=True))
 
     async def sync_digest(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        kind = _kind(meta)
         entries = meta.get("entries")
         if not isinstance(entries, list) or len(entries) > DIGEST_MAX:
             raise RemoteError("bad_request", f"entries must be a list of at most {DIGEST_MAX}")
         checked = [_digest_entry(e) for e in entries]
-        return Reply({"differ": await self.repair.compare(checked)})
+        return Reply({"differ": await self.repair.compare(kind, checked)})
 
     async def sync_offer(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
-        addrs = meta.get("addrs")
-        if not isinstance(addrs, list) or len(addrs) > OFFER_MAX:
-            raise RemoteError(
-                "bad_request", f"addrs must be a list of at most {OFFER_MAX} addresses"
+        kind = _kind(meta)
+        items = meta.get("items")
+        if not isinstance(items, list) or len(items) > OFFER_MAX:
+            raise RemoteError("bad_request", f"items must be a list of at most {OFFER_MAX}")
+        if kind == "blob":
+            return Reply(
+                {"wanted": self.repair.offered_blobs([_checked_address(a) for a in items])}
             )
-        return Reply({"wanted": self.repair.offered([_checked_address(a) for a in addrs])})
+        assert link.peer_node is not None
+        records = [_offered_record(item) for item in items]
+        return Reply({"wanted": self.repair.offered_records(link.peer_node, records)})
 
     async def find_node(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
         target = _address(meta, "target")
@@ -191,6 +177,22 @@ def _checked_address(value: object) -> bytes:
 
 def _address(meta: dict[str, Any], key: str) -> bytes:
     return _checked_address(meta.get(key))
+
+
+def _kind(meta: dict[str, Any]) -> str:
+    kind = meta.get("kind")
+    if kind not in KINDS:
+        raise RemoteError("bad_request", f"kind must be one of {', '.join(KINDS)}")
+    assert isinstance(kind, str)
+    return kind
+
+
+def _offered_record(item: object) -> tuple[bytes, Version]:
+    """``[locator, clock, node id]`` from a peer, validated."""
+    parsed = record_entry([item[0], b"", item[1:]] if isinstance(item, list) and item else None)
+    if parsed is None:
+        raise RemoteError("bad_request", "an offered record is [locator, clock, node id]")
+    return parsed[0], parsed[2]
 
 
 def _digest_entry(entry: object) -> tuple[int, bytes, bytes, int]:
