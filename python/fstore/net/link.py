@@ -109,6 +109,12 @@ DEFAULT_LIMITS = LinkLimits()
 
 
 @dataclass(frozen=True)
+class _ErrorReply:
+    code: str
+    msg: str
+
+
+@dataclass(frozen=True)
 class Reply:
     """What a handler answers: response meta fields and an optional raw body."""
 
@@ -311,16 +317,22 @@ class PeerLink(asyncio.BufferedProtocol):
             self.close()
 
     async def _serve(self, event: wire.RequestReceived) -> None:
+        reply: Reply | _ErrorReply
         try:
             reply = await self._handler(self, event.op, event.meta, event.body)
-            frames = self._conn.respond(event.stream, reply.meta, reply.body)
         except RemoteError as e:
             code = e.code if e.code in wire.ERROR_CODES else "internal"
-            frames = self._conn.respond_error(event.stream, code, str(e)[:1000])
+            reply = _ErrorReply(code, str(e)[:1000])
         except Exception as e:
             log.exception("handler for %r from %s failed", event.op, self.describe())
-            frames = self._conn.respond_error(event.stream, "internal", type(e).__name__)
-        if not self.is_closed():
+            reply = _ErrorReply("internal", type(e).__name__)
+        # The link may have said GOAWAY or closed while the handler ran: then the
+        # answer has nowhere to go, and is dropped.
+        if not self.is_closed() and self._conn.may_send:
+            if isinstance(reply, _ErrorReply):
+                frames = self._conn.respond_error(event.stream, reply.code, reply.msg)
+            else:
+                frames = self._conn.respond(event.stream, reply.meta, reply.body)
             async with self._write_lock:
                 await self._writable.wait()
                 self._send(frames)

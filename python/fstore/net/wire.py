@@ -524,6 +524,11 @@ class Connection:
         self._ours.add(stream)
         return stream, writes
 
+    @property
+    def may_send(self) -> bool:
+        """False once this side sent GOAWAY: nothing may follow it."""
+        return not self._goaway_sent
+
     def respond(self, stream: int, meta: Mapping[str, Any], body: Buffer = b"") -> Writes:
         """A success response to the peer's request on ``stream``."""
         if "ok" in meta:
