@@ -239,8 +239,13 @@ def test_put_get_head_list_caps_delete(tmp_path: Path, rng: random.Random) -> No
                 "peers": 1,
                 "blobs": len(blobs),
                 "blob_bytes": sum(p.stat().st_size for p in blobs),
+                "under_replicated": 0,
+                "repair_queue": 0,
+                "last_scrub": status["last_scrub"],
                 "version": __version__,
             }
+            # The first scrub pass runs at start: over, or not yet.
+            assert status["last_scrub"] is None or status["last_scrub"] <= time.time()
             async with http.get(a.url("/healthz")) as response:
                 assert await response.json() == {"ok": True}
 
