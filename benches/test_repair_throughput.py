@@ -67,7 +67,8 @@ def timed(action: object) -> float:
 
 
 def test_repair_after_losing_one_of_six(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    enabled = not request.config.getoption("benchmark_disable", default=True)
+    config = request.config
+    enabled = config.getoption("benchmark_enable") or not config.getoption("benchmark_disable")
     total = (1 << 30) if enabled else 64 * MiB
     cluster = Cluster(tmp_path)
     try:
