@@ -137,6 +137,7 @@ class Node:
                 self.metrics,
                 self.repair,
                 lambda: self.address,
+                self._in_foreground,
             )
         except BaseException:
             self._lock.release()

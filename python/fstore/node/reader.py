@@ -107,7 +107,9 @@ class Reader:
                 task.cancel()
             await asyncio.gather(*ahead, return_exceptions=True)
 
-    async def fetch_blob(self, address: bytes, size_hint: int = 0) -> bytes | memoryview:
+    async def fetch_blob(
+        self, address: bytes, size_hint: int = 0, *, background: bool = False
+    ) -> bytes | memoryview:
         """A blob whose bytes match its address: local first, then the closest holders.
 
         Holders are asked in XOR order, liars and overdue ones last; one that
@@ -116,7 +118,8 @@ class Reader:
         Holders that answered ``busy`` are tried again, a few rounds with a
         growing pause, before the blob is declared unavailable: an
         :class:`IntegrityError` if a copy was found that failed its check (here,
-        or served by a peer), else :class:`NotFoundError`.
+        or served by a peer), else :class:`NotFoundError`. ``background`` tells
+        holders the fetch is repair's, so they do not count it as a user's.
         """
         bad_copies = 0
         try:
@@ -130,7 +133,9 @@ class Reader:
         candidates = self.peers.holders(address)
         for attempt in range(BUSY_RETRIES + 1):
             busy: list[bytes] = []
-            hedge = Hedge(self.peers, candidates, lambda n: self._ask(n, address), size_hint)
+            hedge = Hedge(
+                self.peers, candidates, lambda n: self._ask(n, address, background), size_hint
+            )
             try:
                 while not hedge.exhausted:
                     for node, result in await hedge.wait(1):
@@ -171,11 +176,14 @@ class Reader:
             )
         raise NotFoundError(f"no live holder has blob {address.hex()}")
 
-    async def _ask(self, node: bytes, address: bytes) -> bytes | memoryview:
+    async def _ask(self, node: bytes, address: bytes, background: bool) -> bytes | memoryview:
         link = self.peers.link(node)
         if link is None:
             raise PeerUnavailableError("not linked")
-        return (await link.request("get_blob", {"addr": address})).body
+        meta: dict[str, object] = {"addr": address}
+        if background:
+            meta["bg"] = True
+        return (await link.request("get_blob", meta)).body
 
 
 def _overlapping(chunks: Sequence[ChunkRef], start: int, end: int) -> list[tuple[int, ChunkRef]]:

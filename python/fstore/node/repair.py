@@ -319,7 +319,7 @@ class Repair:
             try:
                 await self._yield_to_foreground()
                 if not self.local.has(address):
-                    blob = await self.reader.fetch_blob(address)
+                    blob = await self.reader.fetch_blob(address, background=True)
                     await self.local.put(address, blob, verified=True)
                     self.metrics.repaired_bytes.inc(len(blob))
                     self.metrics.repaired_blobs.inc()

@@ -6,6 +6,7 @@ malformed request is a ``bad_request`` error, never an exception of ours.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,6 +39,7 @@ class Service:
         metrics: NodeMetrics,
         repair: Repair,
         own_address: Callable[[], str],
+        foreground: Callable[[], contextlib.AbstractContextManager[None]],
     ) -> None:
         self.peers = peers
         self.local = local
@@ -46,6 +48,7 @@ class Service:
         self.metrics = metrics
         self.repair = repair
         self._own_address = own_address
+        self._foreground = foreground
 
     async def handle(
         self, link: PeerLink, op: str, meta: dict[str, Any], body: memoryview
@@ -63,6 +66,10 @@ class Service:
         return Reply({"peers": [[n, a] for n, a in known]})
 
     async def put_blob(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        with self._foreground():
+            return await self._put_blob(meta, body)
+
+    async def _put_blob(self, meta: dict[str, Any], body: memoryview) -> Reply:
         address = _address(meta, "addr")
         self.metrics.blob_bytes_received.inc(len(body))
         try:
@@ -75,6 +82,12 @@ class Service:
         return Reply({})
 
     async def get_blob(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        # Serving a peer's user is foreground work here too; repair's own fetches say "bg".
+        busy = contextlib.nullcontext() if meta.get("bg") is True else self._foreground()
+        with busy:
+            return await self._get_blob(meta)
+
+    async def _get_blob(self, meta: dict[str, Any]) -> Reply:
         try:
             blob = await self.local.load(_address(meta, "addr"))
         except AddressMismatchError:
