@@ -156,6 +156,16 @@ def blob_path(data_dir: Path, address: bytes) -> Path:
     return data_dir / "blobs" / name[0:2] / name[2:4] / name
 
 
+def good_copies(address: bytes, nodes: Iterable[NodeProcess]) -> int:
+    """How many of ``nodes`` hold a copy of ``address`` whose bytes match it."""
+    count = 0
+    for node in nodes:
+        path = blob_path(node.data_dir, address)
+        if path.is_file() and blake3.blake3(path.read_bytes()).digest() == address:
+            count += 1
+    return count
+
+
 def quarantined(data_dir: Path, address: bytes) -> list[Path]:
     """The copies of a blob that a node moved to ``blobs/corrupt/``."""
     corrupt = data_dir / "blobs" / "corrupt"

@@ -455,6 +455,18 @@ def assert_nothing_stored(node: HttpNode, name: str) -> None:
     assert name not in [f["name"] for f in ok_json("ls", "--node", node.url)["files"]]
 
 
+def interrupt_upload(put: subprocess.Popen[bytes], node: HttpNode, name: str) -> None:
+    """Ctrl-C once the node holds a first blob: one line, exit 130, and no ``name``."""
+    try:
+        wait_until(uploading(put, node), RUN_DEADLINE, "a first blob")
+        code, stderr = interrupt(put)
+    finally:
+        put.kill()
+        put.wait()
+    assert (code, stderr) == (client.EXIT_INTERRUPTED, "fstore: interrupted: nothing stored\n")
+    assert_nothing_stored(node, name)
+
+
 def test_ctrl_c_during_a_put_of_a_large_file_stores_nothing(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -467,14 +479,7 @@ def test_ctrl_c_during_a_put_of_a_large_file_stores_nothing(
         stderr=subprocess.PIPE,
         env=clean_env(),
     )
-    try:
-        wait_until(uploading(put, node), RUN_DEADLINE, "a first blob")
-        code, stderr = interrupt(put)
-    finally:
-        put.kill()
-        put.wait()
-    assert (code, stderr) == (client.EXIT_INTERRUPTED, "fstore: interrupted: nothing stored\n")
-    assert_nothing_stored(node, "large.bin")
+    interrupt_upload(put, node, "large.bin")
 
 
 def test_ctrl_c_during_a_put_from_a_pipe_stores_nothing(cluster: Cluster) -> None:
@@ -488,16 +493,9 @@ def test_ctrl_c_during_a_put_from_a_pipe_stores_nothing(cluster: Cluster) -> Non
         env=clean_env(),
     )
     assert put.stdin is not None
-    try:
-        put.stdin.write(os.urandom(24 * MiB))  # past the node's first 8 MiB piece
-        put.stdin.flush()
-        wait_until(uploading(put, node), RUN_DEADLINE, "a first blob")
-        code, stderr = interrupt(put)
-    finally:
-        put.kill()
-        put.wait()
-    assert (code, stderr) == (client.EXIT_INTERRUPTED, "fstore: interrupted: nothing stored\n")
-    assert_nothing_stored(node, "piped")
+    put.stdin.write(os.urandom(24 * MiB))  # past the node's first 8 MiB piece
+    put.stdin.flush()
+    interrupt_upload(put, node, "piped")
 
 
 def test_ctrl_c_during_a_get_leaves_no_partial_file(cluster: Cluster, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from netutil import (
     blake3_file,
     blob_path,
     closest,
+    good_copies,
     quarantined,
     read_manifest,
     wait_for_mesh,
@@ -38,15 +39,6 @@ MESH_TIMEOUT = 30.0
 HEAL_TIMEOUT = 90.0
 GRACE = 2.0
 FAST_REPAIR = ["--repair-after", str(GRACE), "--repair-interval", "0.5", "--repair-rate", "500"]
-
-
-def good_copies(address: bytes, nodes: list[NodeProcess]) -> int:
-    count = 0
-    for node in nodes:
-        path = blob_path(node.data_dir, address)
-        if path.is_file() and _native.hash(path.read_bytes()) == address:
-            count += 1
-    return count
 
 
 def file_blobs(capability: str, nodes: list[NodeProcess]) -> list[bytes]:

@@ -9,6 +9,7 @@ from netutil import (
     MiB,
     NodeProcess,
     blob_path,
+    good_copies,
     quarantined,
     read_manifest,
     wait_for_mesh,
@@ -16,19 +17,7 @@ from netutil import (
     write_random_file,
 )
 
-from fstore import _native
-
 MESH_TIMEOUT = 20.0
-
-
-def good_copies(address: bytes, nodes: list[NodeProcess]) -> int:
-    """How many nodes hold a copy of ``address`` whose bytes match it."""
-    count = 0
-    for node in nodes:
-        path = blob_path(node.data_dir, address)
-        if path.is_file() and _native.hash(path.read_bytes()) == address:
-            count += 1
-    return count
 
 
 def test_a_reused_chunk_counts_only_confirmed_copies(cluster: Cluster, tmp_path: Path) -> None:
