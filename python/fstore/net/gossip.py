@@ -72,7 +72,7 @@ class GossipConfig:
     indirect_checks: int = 4
     suspicion_mult: int = 4
     suspicion_max_mult: int = 6  # the timeout with no confirmation, in minimum timeouts
-    retransmit_mult: float = 3.0
+    retransmit_mult: float = 4.0
     gossip_interval: float = 0.2  # one gossip round
     gossip_fanout: int = 3
     max_piggyback_bytes: int = 1024

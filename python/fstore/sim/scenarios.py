@@ -12,6 +12,7 @@ import gc
 import math
 import random
 import statistics
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -125,19 +126,26 @@ def failure_trials(spec: ClusterSpec, trials: int, timeout: float = 300.0) -> li
 class Traffic:
     bytes_per_member_s: float  # mean over members of what each sends (msgpack bytes)
     max_member_bytes_s: float
+    messages_per_member_s: float
     by_kind: dict[str, float] = field(default_factory=dict)  # bytes per member per second
 
 
 def _traffic(cluster: Cluster, seconds: float, members: float) -> Traffic:
-    sent = cluster.net.bytes_sent
-    total = sum(sent.values())
-    by_kind = {k: v / members / seconds for k, v in sorted(cluster.net.bytes_by_kind.items())}
-    return Traffic(total / members / seconds, max(sent.values(), default=0) / seconds, by_kind)
+    net = cluster.net
+    total = sum(net.bytes_sent.values())
+    by_kind = {k: v / members / seconds for k, v in sorted(net.bytes_by_kind.items())}
+    return Traffic(
+        total / members / seconds,
+        max(net.bytes_sent.values(), default=0) / seconds,
+        net.messages_sent / members / seconds,
+        by_kind,
+    )
 
 
 def _reset_traffic(cluster: Cluster) -> None:
     cluster.net.bytes_sent.clear()
     cluster.net.bytes_by_kind.clear()
+    cluster.net.messages_sent = 0
 
 
 @dataclass
@@ -268,7 +276,8 @@ class PartitionResult:
     members: int
     minority: float
     seconds_apart: float
-    split_detected: float  # seconds until every member saw only its own side as live
+    majority_split: float  # seconds until every member of the larger side saw only its side
+    minority_split: float  # the same for the smaller side (Lifeguard slows it: see SCALE.md)
     healed_after: float  # seconds from the end of the partition until every view is whole again
 
 
@@ -280,31 +289,58 @@ def partition(
     running = cluster.running()
     cluster.rng.shuffle(running)
     cut = int(len(running) * minority)
-    sides = [set(running[:cut]), set(running[cut:])]
-    cluster.net.partition(sides)
+    small, large = set(running[:cut]), set(running[cut:])
+    cluster.net.partition([small, large])
     start = cluster.now
+    split_at = {"small": math.inf, "large": math.inf}
 
     def split() -> bool:
-        return all(cluster.net.nodes[n].live_count == len(side) for side in sides for n in side)
+        for name, side in (("small", small), ("large", large)):
+            if split_at[name] == math.inf and _sees_exactly(cluster, side, len(side)):
+                split_at[name] = cluster.now - start
+        return all(math.isfinite(t) for t in split_at.values())
 
-    split_detected = _run_until(cluster, split, seconds_apart) - start
+    _run_until(cluster, split, seconds_apart)
     cluster.run_for(max(0.0, start + seconds_apart - cluster.now))
     cluster.net.heal()
     healed = cluster.now
-
-    def whole() -> bool:
-        return all(cluster.net.nodes[n].live_count == len(running) for n in running)
-
+    whole = partial(_sees_exactly, cluster, running, len(running))
     healed_after = _run_until(cluster, whole, timeout) - healed
-    return PartitionResult(spec.members, minority, seconds_apart, split_detected, healed_after)
+    return PartitionResult(
+        spec.members, minority, seconds_apart, split_at["large"], split_at["small"], healed_after
+    )
 
 
-def _run_until(cluster: Cluster, done: object, timeout: float) -> float:
+def _sees_exactly(cluster: Cluster, side: Iterable[bytes], count: int) -> bool:
+    return all(cluster.net.nodes[n].live_count == count for n in side)
+
+
+def _run_until(cluster: Cluster, done: Callable[[], bool], timeout: float) -> float:
     """Run until ``done()`` holds (checked every CHECK_EVERY seconds); when it did, or inf."""
-    assert callable(done)
     end = cluster.now + timeout
     while cluster.now < end:
         cluster.run_for(min(CHECK_EVERY, end - cluster.now))
         if done():
             return cluster.now
     return math.inf
+
+
+# --- bandwidth as the cluster grows -------------------------------------------------------
+
+
+@dataclass
+class ScalePoint:
+    members: int
+    steady: Traffic  # 1% loss, no change
+    churn: Traffic | None  # members crashing and joining
+
+
+def scale_point(
+    members: int, seed: int, seconds: float, churn_per_minute: float | None, warmup: float
+) -> ScalePoint:
+    quiet = steady(ClusterSpec(members, seed, loss=0.01), seconds, samples=4).traffic
+    busy = None
+    if churn_per_minute:
+        spec = ClusterSpec(members, seed)
+        busy = churn(spec, churn_per_minute, seconds, warmup, every=seconds, samples=4).traffic
+    return ScalePoint(members, quiet, busy)
