@@ -12,6 +12,7 @@ from typing import Any
 
 from fstore.net.gossip import DEFAULT_CONFIG
 
+COLOURS = ("tab:blue", "tab:orange", "tab:green")
 BUDGET = 5 * 1024  # bytes per member per second: the goal
 FIGURE_SIZE = (7.5, 4.2)
 
@@ -28,25 +29,33 @@ def _pyplot() -> Any:
 
 
 def spread(reports: list[dict[str, Any]], out: Path) -> Path:
-    """Fraction of members that know, by gossip round, for joins and failure declarations."""
+    """Fraction of members that know: a join and a failure by gossip round, a failure by second."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, sharey=True)
-    for axis, key, title in (
-        (axes[0], "join", "a join (from the join request)"),
-        (axes[1], "failure", "a failure (from its first declaration)"),
-    ):
-        for report, colour in zip(reports, ("tab:blue", "tab:orange", "tab:green"), strict=False):
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.2), sharey=True)
+    panels = (
+        (axes[0], "join", "a join, from the join request", False),
+        (axes[1], "failure", "a failure, from its first declaration", False),
+        (axes[2], "failure", "a failure, from the crash", True),
+    )
+    for axis, key, title, from_crash in panels:
+        for report, colour in zip(reports, COLOURS, strict=False):
             round_length = report["config"]["gossip_interval"]
             for i, trial in enumerate(report.get(key, [])):
-                xs = [0.0] + [t / round_length for t, _ in trial["curve"]]
+                if from_crash:
+                    xs = [0.0] + [trial["first_dead"] + t for t, _ in trial["curve"]]
+                else:
+                    xs = [0.0] + [t / round_length for t, _ in trial["curve"]]
                 ys = [0.0] + [f for _, f in trial["curve"]]
                 label = f"{report['members']:,} members" if i == 0 else None
                 axis.step(xs, ys, where="post", color=colour, alpha=0.7, label=label)
         axis.axhline(0.99, color="grey", linewidth=0.8, linestyle=":")
-        axis.axvline(15, color="red", linewidth=0.8, linestyle="--", label="goal: 15 rounds")
+        if from_crash:
+            axis.set_xlabel("simulated seconds")
+        else:
+            axis.axvline(15, color="red", linewidth=0.8, linestyle="--", label="goal: 15 rounds")
+            axis.set_xlabel(f"gossip rounds ({DEFAULT_CONFIG.gossip_interval} s each)")
+            axis.set_xlim(0, 16)
         axis.set_title(title, fontsize=10)
-        axis.set_xlabel(f"gossip rounds ({DEFAULT_CONFIG.gossip_interval} s each)")
-        axis.set_xlim(0, 16)
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("fraction of members that know")
     axes[0].legend(fontsize=8, loc="lower right")
@@ -126,7 +135,7 @@ def churn_placement(reports: list[dict[str, Any]], out: Path) -> Path:
     """Placement agreement over time while members crash and join."""
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=FIGURE_SIZE)
-    for report, colour in zip(reports, ("tab:blue", "tab:orange", "tab:green"), strict=False):
+    for report, colour in zip(reports, COLOURS, strict=False):
         churn = report.get("churn")
         if not churn:
             continue
