@@ -261,6 +261,17 @@ def test_a_node_declared_dead_refutes_when_it_hears_of_it() -> None:
     assert b.incarnation == 4 and b.member(B) == alive(B, 4)
 
 
+def test_a_member_held_dead_hears_of_it_in_the_ack_to_its_ping() -> None:
+    a = core(A, [B, C])
+    dead_b = Member(B, addr_of(B), 0, State.DEAD)
+    a.receive(C, Broadcast((dead_b,)), 1.0)
+    [(_, ack)] = of_type(a.receive(B, Ping(3), 40.0), Ack)  # long after the news was spread
+    assert dead_b in ack.updates
+    b = core(B, [A, C])
+    b.receive(A, ack, 40.01)
+    assert b.incarnation == 1
+
+
 def test_older_and_equal_news_change_nothing() -> None:
     a = core(A, [B])
     a.receive(B, Broadcast((alive(B, 5),)), 1.0)

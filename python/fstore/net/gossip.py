@@ -42,6 +42,7 @@ from fstore.net.gossip_messages import (
     MAX_ENTRIES,
     MAX_SEQ,
     MAX_SYNC_BYTES,
+    MAX_UPDATES,
     NODE_ID_SIZE,
     Ack,
     Broadcast,
@@ -391,6 +392,7 @@ class Gossip:
     def join(self, seeds: Iterable[tuple[bytes, str | None]], now: float) -> list[Send]:
         """Sync with each seed (members the host has linked to), again until one answers."""
         self._seeds = [(node, addr) for node, addr in seeds if node != self.node]
+        self._joined = False
         out: list[Send] = []
         self._send_join(now, out)
         return out
@@ -434,7 +436,7 @@ class Gossip:
     def _on_ping(self, sender: bytes, message: Message, now: float, out: list[Send]) -> None:
         assert isinstance(message, Ping)
         self._merge_all(message.updates, sender, now, sync=False)
-        out.append(self._send(sender, Ack(message.seq, self._piggyback())))
+        out.append(self._send(sender, Ack(message.seq, self._piggyback_for(sender))))
 
     def _on_ack(self, sender: bytes, message: Message, now: float, out: list[Send]) -> None:
         assert isinstance(message, Ack)
@@ -616,7 +618,7 @@ class Gossip:
         self._probe = _Probe(
             target.node, seq, now + self.config.probe_timeout * scale, self._next_probe
         )
-        out.append(self._send(target.node, Ping(seq, self._piggyback())))
+        out.append(self._send(target.node, Ping(seq, self._piggyback_for(target.node))))
 
     def _probe_indirectly(self, probe: _Probe, out: list[Send]) -> None:
         probe.indirect_sent = True
@@ -711,6 +713,15 @@ class Gossip:
             return ()
         limit = self.config.retransmit_limit(self._table.live_count)
         return self._queue.take(self.config.max_piggyback_bytes, limit)
+
+    def _piggyback_for(self, to: bytes) -> tuple[Member, ...]:
+        """``_piggyback()``, plus what we hold against ``to`` if it is suspect or dead,
+        so that it hears of it from the next message and can refute (Lifeguard)."""
+        updates = self._piggyback()
+        held = self._table.get(to)
+        if held is not None and held.state in (State.SUSPECT, State.DEAD) and held not in updates:
+            updates = (held, *updates[: MAX_UPDATES - 1])
+        return updates
 
     def _gossip(self, now: float, out: list[Send]) -> None:
         if not self._queue:
