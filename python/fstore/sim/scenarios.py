@@ -26,9 +26,11 @@ SECONDS_PER_DAY = 86400.0
 
 
 def new_cluster(spec: ClusterSpec) -> Cluster:
+    # Millions of long-lived records: the collector is kept from walking them again and
+    # again (freeze), and given back the previous cluster, a reference cycle (unfreeze).
+    gc.unfreeze()
     gc.collect()
     cluster = Cluster(spec)
-    # Millions of long-lived records: keep the collector from walking them again and again.
     gc.collect()
     gc.freeze()
     cluster.run_for(SETTLE)
