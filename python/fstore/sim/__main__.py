@@ -2,7 +2,8 @@
 
     python -m fstore.sim report --members 1000 --json report-1000.json
     python -m fstore.sim scaling --members 250,500,1000,2000,5000 --json scaling.json
-    python -m fstore.sim plot --report report-1000.json --report report-10000.json \\
+    python -m fstore.sim table report-1000.json report-10000-*.json
+    python -m fstore.sim plot --report report-1000.json --report report-10000-*.json \\
         --scaling scaling.json --out docs
 
 Tables go to stdout, progress to stderr; ``--json -`` prints the JSON instead of the table.
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     if args.command == "scaling":
         return _scaling(args)
+    if args.command == "table":
+        print(report.table(report.merge(_load(args.reports))))
+        return 0
     return _plot(args)
 
 
@@ -55,8 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--churn-warmup", type=float, default=40.0)
     sweep.add_argument("--json", metavar="FILE")
 
+    show = commands.add_parser("table", help="reports side by side, from their JSON files")
+    show.add_argument("reports", nargs="+", type=Path, help="sections of one size are merged")
+
     draw = commands.add_parser("plot", help="PNG figures from the JSON of report and scaling")
-    draw.add_argument("--report", action="append", default=[], type=Path)
+    draw.add_argument("--report", action="append", default=[], type=Path, help="repeatable")
     draw.add_argument("--scaling", type=Path)
     draw.add_argument("--out", type=Path, default=Path("docs"))
     return parser
@@ -77,7 +84,7 @@ def _report(args: argparse.Namespace) -> int:
         sections=sections,
     )
     results = report.run(spec, _progress)
-    _emit(results, args.json, report.table(results))
+    _emit(results, args.json, report.table([results]))
     return 0
 
 
@@ -100,7 +107,7 @@ def _scaling(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from fstore.sim import plots
 
-    reports = [json.loads(path.read_text()) for path in args.report]
+    reports = report.merge(_load(args.report))
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
     if reports:
@@ -112,6 +119,10 @@ def _plot(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return 0
+
+
+def _load(paths: list[Path]) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in paths]
 
 
 def _emit(results: Any, destination: str | None, text: str) -> None:

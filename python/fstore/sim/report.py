@@ -74,8 +74,30 @@ def run(spec: ReportSpec, progress: Callable[[str], None] = lambda line: None) -
 # --- the table ------------------------------------------------------------------------
 
 
-def table(report: dict[str, Any]) -> str:
-    """The report as a two-column Markdown table."""
+def table(reports: list[dict[str, Any]]) -> str:
+    """Reports (one per cluster size) side by side, as a Markdown table."""
+    columns = [dict(_rows(r)) for r in reports]
+    labels = list(dict.fromkeys(label for column in columns for label in column))
+    header = "| measure | " + " | ".join(f"{r['members']:,} members" for r in reports) + " |"
+    lines = [header, "|" + " --- |" * (len(reports) + 1)]
+    for label in labels:
+        cells = " | ".join(column.get(label, "—") for column in columns)
+        lines.append(f"| {label} | {cells} |")
+    return "\n".join(lines)
+
+
+def merge(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reports of the same cluster size (run section by section) merged, smallest size first."""
+    by_size: dict[int, dict[str, Any]] = {}
+    for part in parts:
+        merged = by_size.setdefault(part["members"], {})
+        cpu = {**merged.get("cpu_seconds", {}), **part.get("cpu_seconds", {})}
+        merged.update(part)
+        merged["cpu_seconds"] = cpu
+    return [by_size[size] for size in sorted(by_size)]
+
+
+def _rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     round_length = report["config"]["gossip_interval"]
     if "join" in report:
@@ -86,32 +108,29 @@ def table(report: dict[str, Any]) -> str:
             ("failure: crash → first suspicion (median)", _s(_median(trials, "first_suspect"))),
             ("failure: crash → first declared dead (median)", _s(_median(trials, "first_dead"))),
         ]
-        rows += _spread_rows("failure: declaration", trials, round_length)
-        rows.append(("failure: crash → every member knows (max)", _s(_max(trials, "detected_all"))))
+        rows += _spread_rows("failure: first declaration", trials, round_length)
+        rows.append(
+            ("failure: crash → every member knows (worst)", _s(_max(trials, "detected_all")))
+        )
     for steady in report.get("steady", []):
         rows += _steady_rows(steady)
     if "churn" in report:
-        churn = report["churn"]
-        label = f"churn {churn['per_minute']:.0%}/min"
-        rows += [
-            (f"{label}: bytes per member per second", _bytes(churn["traffic"])),
-            (f"{label}: placement agrees with the truth", f"{churn['placement_truth']:.2%}"),
-            (
-                f"{label}: placement agrees with the majority",
-                f"{churn['placement_consistent']:.3%}",
-            ),
-            (f"{label}: live members declared dead", str(churn["false_deaths"])),
-        ]
+        rows += _churn_rows(report["churn"])
     if "partition" in report:
         part = report["partition"]
         label = f"partition {part['minority']:.0%} / {1 - part['minority']:.0%}"
         rows += [
-            (f"{label}: larger side sees only itself", _s(part["majority_split"])),
-            (f"{label}: smaller side sees only itself", _s(part["minority_split"])),
+            (
+                f"{label}, {part['seconds_apart']:.0f} s: larger side sees only itself",
+                _s(part["majority_split"]),
+            ),
+            (
+                f"{label}, {part['seconds_apart']:.0f} s: smaller side sees only itself",
+                _s(part["minority_split"]),
+            ),
             (f"{label}: every view whole after healing", _s(part["healed_after"])),
         ]
-    lines = [f"| measure ({report['members']:,} members) | value |", "| --- | --- |"]
-    return "\n".join(lines + [f"| {k} | {v} |" for k, v in rows])
+    return rows
 
 
 def _spread_rows(
@@ -119,29 +138,42 @@ def _spread_rows(
 ) -> list[tuple[str, str]]:
     def worst(key: str) -> str:
         seconds = _max(trials, key)
-        return f"{seconds / round_length:.1f} rounds ({_s(seconds)})"
+        return f"{seconds / round_length:.1f} rounds ({_s(seconds)}), worst of {len(trials)}"
 
-    n = len(trials)
     return [
-        (f"{label} → 99% of members (worst of {n})", worst("seconds_99")),
-        (f"{label} → every member (worst of {n})", worst("seconds_all")),
+        (f"{label} → 99% of members", worst("seconds_99")),
+        (f"{label} → every member", worst("seconds_all")),
     ]
 
 
 def _steady_rows(steady: dict[str, Any]) -> list[tuple[str, str]]:
-    label = f"{steady['loss']:.0%} loss, {steady['seconds']:.0f} s"
+    label = f"steady, {steady['loss']:.0%} loss"
     deaths, days = steady["false_deaths"], steady["member_days"]
+    span = f"{steady['seconds']:.0f} s"
     if deaths:
-        rate = f"{steady['false_per_member_day']:.3g} per member-day ({deaths} in {days:.0f})"
+        rate = (
+            f"{steady['false_per_member_day']:.3g} per member-day ({deaths} in {days:.1f}; {span})"
+        )
     else:
         bound = steady["false_per_member_day_bound"]
-        rate = f"none in {days:.0f} member-days (< {bound:.2g} per member-day, 95%)"
+        rate = f"none in {days:.1f} member-days ({span}): < {bound:.2g} per member-day (95%)"
+    refuted = steady["suspicions"] - deaths
     return [
         (f"{label}: false positives (live members declared dead)", rate),
         (f"{label}: false positives per hour, whole cluster", f"{steady['false_per_hour']:.2g}"),
-        (f"{label}: suspicions, all refuted in time", str(steady["suspicions"] - deaths)),
-        (f"{label}: bytes per member per second", _bytes(steady["traffic"])),
-        (f"{label}: placement agrees with the truth", f"{steady['placement_truth']:.3%}"),
+        (f"{label}: suspicions of live members, refuted in time", f"{refuted} ({span})"),
+        (f"{label}: bytes sent per member per second", _bytes(steady["traffic"])),
+        (f"{label}: placement agrees with the truth", _pct(steady["placement_truth"])),
+    ]
+
+
+def _churn_rows(churn: dict[str, Any]) -> list[tuple[str, str]]:
+    label = f"churn {churn['per_minute']:.0%}/min"
+    return [
+        (f"{label}: bytes sent per member per second", _bytes(churn["traffic"])),
+        (f"{label}: placement agrees with the truth", _pct(churn["placement_truth"])),
+        (f"{label}: placement agrees with the majority", _pct(churn["placement_consistent"])),
+        (f"{label}: live members declared dead", str(churn["false_deaths"])),
     ]
 
 
