@@ -476,6 +476,16 @@ def test_every_message_survives_msgpack_and_knows_its_size(message: Message) -> 
     assert decode(msgpack.unpackb(packed, raw=False)) == message
 
 
+def test_the_ack_example_of_protocol_section_11_byte_for_byte() -> None:
+    record = Member(bytes(range(32)), "10.0.0.1:7000", 2, State.ALIVE)
+    example = bytes.fromhex(
+        "93 02 07 91 94 00 c4 20 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 10 11 12 13"
+        "14 15 16 17 18 19 1a 1b 1c 1d 1e 1f 02 ad 31 30 2e 30 2e 30 2e 31 3a 37 30 30 30"
+    )
+    assert msgpack.packb(Ack(7, (record,)).to_wire(), use_bin_type=True) == example
+    assert decode(msgpack.unpackb(example, raw=False)) == Ack(7, (record,))
+
+
 ALIVE_B = [0, B, 0, "10.0.0.2:7000"]
 
 
