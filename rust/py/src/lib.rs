@@ -6,6 +6,7 @@ mod buf;
 mod chunking;
 mod error;
 mod hashing;
+mod out;
 mod pipeline;
 mod sealing;
 

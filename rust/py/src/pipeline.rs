@@ -4,14 +4,13 @@ use fstore_core::chunker::{DEFAULT_AVG_SIZE, DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE}
 use fstore_core::keys::NamespaceKeys;
 use fstore_core::pipeline;
 use pyo3::buffer::PyBuffer;
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::buf;
 use crate::chunking::chunker_params;
 use crate::error::{NativeResult, not_finished};
-use crate::sealing::bytes_filled_by;
+use crate::out::{bytes_filled_by, new_bytes_for_writing};
 
 #[pyfunction]
 pub fn chunk_id_key<'py>(
@@ -71,21 +70,6 @@ impl SealedChunk {
 #[pyclass(module = "fstore._native")]
 pub struct StorePipeline {
     inner: pipeline::StorePipeline,
-}
-
-/// A new, uninitialised `bytes` of `len` bytes and a mutable view of its memory.
-///
-/// SAFETY of the view: the object was just created, nothing else references it
-/// yet, and the caller fills every byte before handing the object out (or drops
-/// it on failure), which is how the C API's own `PyBytes_FromStringAndSize(NULL, n)`
-/// is meant to be used.
-fn new_bytes_for_writing(py: Python<'_>, len: usize) -> PyResult<(Bound<'_, PyBytes>, &mut [u8])> {
-    unsafe {
-        let ptr = ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as ffi::Py_ssize_t);
-        let obj = Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyBytes>();
-        let data = ffi::PyBytes_AsString(obj.as_ptr()).cast::<u8>();
-        Ok((obj, std::slice::from_raw_parts_mut(data, len)))
-    }
 }
 
 impl StorePipeline {
@@ -179,7 +163,9 @@ where
     F: FnOnce(&mut [u8]) -> fstore_core::Result<()> + Send,
 {
     py.detach(|| pipeline::verify_length(address, sealed, plain_length))?;
-    bytes_filled_by(py, plain_length as usize, open)
+    bytes_filled_by(py, plain_length as usize, |out| {
+        open(out).map(|()| out.len())
+    })
 }
 
 #[pyfunction]
