@@ -236,21 +236,39 @@ impl ChunkStream {
     /// Decide the chunks that `piece` completes (with `last`, all the rest).
     /// Returns an error after the last piece.
     pub fn cut(&mut self, piece: &[u8], last: bool) -> Result<Cuts> {
+        self.cut_each(piece, last, |_| {})
+    }
+
+    /// [`ChunkStream::cut`], handing each chunk to `on_chunk` as soon as it is
+    /// cut, so that work on it can start while the rest of `piece` is cut.
+    pub fn cut_each<'a>(
+        &'a mut self,
+        piece: &'a [u8],
+        last: bool,
+        mut on_chunk: impl FnMut(Chunk<'a>),
+    ) -> Result<Cuts> {
         if self.finished {
             return Err(Error::AlreadyFinalized("chunker"));
         }
-        let held = self.held.len();
-        let total = held + piece.len();
+        let Self {
+            cutter,
+            held,
+            offset,
+            ..
+        } = self;
+        let held: &'a [u8] = held;
+        let total = held.len() + piece.len();
         let mut lengths = Vec::new();
         let mut start = 0;
         while start < total {
-            let (bytes, bytes_pos) = match start.checked_sub(held) {
+            let (bytes, bytes_pos) = match start.checked_sub(held.len()) {
                 Some(in_piece) => (&piece[in_piece..], 0),
-                None => (piece, held - start),
+                None => (piece, held.len() - start),
             };
-            let Some(len) = self.cutter.next_cut(bytes, bytes_pos, last) else {
+            let Some(len) = cutter.next_cut(bytes, bytes_pos, last) else {
                 break;
             };
+            on_chunk(chunk_at(held, piece, *offset, start, len));
             lengths.push(len);
             start += len;
         }
@@ -264,21 +282,12 @@ impl ChunkStream {
     /// The chunks of `cuts`, borrowing the held bytes and `piece`.
     pub fn chunks<'a>(&'a self, piece: &'a [u8], cuts: &Cuts) -> Vec<Chunk<'a>> {
         debug_assert_eq!(piece.len(), cuts.piece_len);
-        let held = self.held.len();
         let mut start = 0;
         cuts.lengths
             .iter()
             .map(|&len| {
-                let end = start + len;
-                let chunk = Chunk {
-                    span: ChunkSpan {
-                        offset: self.offset + start as u64,
-                        len,
-                    },
-                    head: &self.held[start.min(held)..end.min(held)],
-                    tail: &piece[start.max(held) - held..end.max(held) - held],
-                };
-                start = end;
+                let chunk = chunk_at(&self.held, piece, self.offset, start, len);
+                start += len;
                 chunk
             })
             .collect()
@@ -313,6 +322,26 @@ impl ChunkStream {
 
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+}
+
+/// The chunk of `len` bytes at `start` in `held` followed by `piece`, where
+/// `held[0]` is at stream offset `offset`.
+fn chunk_at<'a>(
+    held: &'a [u8],
+    piece: &'a [u8],
+    offset: u64,
+    start: usize,
+    len: usize,
+) -> Chunk<'a> {
+    let (end, h) = (start + len, held.len());
+    Chunk {
+        span: ChunkSpan {
+            offset: offset + start as u64,
+            len,
+        },
+        head: &held[start.min(h)..end.min(h)],
+        tail: &piece[start.max(h) - h..end.max(h) - h],
     }
 }
 

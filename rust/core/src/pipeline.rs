@@ -24,16 +24,13 @@ pub struct SealedMeta {
     pub address: Address,
 }
 
-/// Everything one chunk needs, while it is in cache: its chunk id (and, given
-/// `file`, the whole-file hash) over the plaintext, then its key, then the
-/// seal into `out`, whose address is hashed window by window as it is written.
-/// (The id must be complete before sealing starts: the key derives from it.)
-pub fn seal_chunk(
+/// The chunk id (keyed BLAKE3) of a chunk's plaintext, taken in one update
+/// per part; given `file`, the same pass feeds the whole-file hash.
+pub fn chunk_id(
     keys: &NamespaceKeys,
     chunk: &Chunk<'_>,
-    out: &mut [u8],
     mut file: Option<&mut blake3::Hasher>,
-) -> Result<SealedMeta> {
+) -> ChunkId {
     let mut id = blake3::Hasher::new_keyed(keys.chunk_id_key());
     for part in chunk.parts() {
         id.update(part);
@@ -41,7 +38,18 @@ pub fn seal_chunk(
             file.update(part);
         }
     }
-    let chunk_id = *id.finalize().as_bytes();
+    *id.finalize().as_bytes()
+}
+
+/// The rest of what a chunk needs, while it is in cache: its key (derived
+/// from its id, so the id must come first), then the seal into `out`, whose
+/// address is hashed window by window as it is written.
+pub fn seal_chunk(
+    keys: &NamespaceKeys,
+    chunk: &Chunk<'_>,
+    chunk_id: ChunkId,
+    out: &mut [u8],
+) -> Result<SealedMeta> {
     let key = keys.chunk_key(&chunk_id);
     let address = seal::seal_hashed(&key, CHUNK_CONTEXT, &chunk.parts(), out)?;
     Ok(SealedMeta {
@@ -57,6 +65,8 @@ pub fn seal_chunk(
 #[derive(Debug)]
 pub struct Plan {
     cuts: Cuts,
+    /// The chunk ids, when they were computed while the piece was cut.
+    ids: Option<Vec<ChunkId>>,
     /// Where the planned piece is, so `seal` can refuse any other.
     piece: (usize, usize),
 }
@@ -83,9 +93,11 @@ fn piece_id(piece: &[u8]) -> (usize, usize) {
 /// certain), then the caller provides one output buffer per chunk and
 /// [`StorePipeline::seal`] fills them, and keeps the start of the chunk still
 /// being cut for the next piece. The piece itself is never copied, except
-/// that start (fewer than `max_size` bytes). With `parallel`, the whole-file
-/// hash runs beside the cut and the chunks are sealed on all cores; without
-/// it, everything runs on the calling thread, the whole-file hash in the pass
+/// that start (fewer than `max_size` bytes). With `parallel`, FastCDC (which
+/// is sequential) runs on the calling thread while the other cores hash the
+/// piece into the whole-file BLAKE3 and compute the id of each chunk as soon
+/// as it is cut; `seal` then seals the chunks on all cores. Without it,
+/// everything runs on the calling thread, the whole-file hash in the pass
 /// that computes each chunk id.
 #[derive(Debug)]
 pub struct StorePipeline {
@@ -119,19 +131,52 @@ impl StorePipeline {
         if self.finished || self.planned {
             return Err(Error::AlreadyFinalized("store pipeline"));
         }
-        let cuts = if self.parallel {
-            let (chunks, file_hasher) = (&mut self.chunks, &mut self.file_hasher);
-            rayon::join(|| chunks.cut(piece, last), || file_hasher.update(piece)).0?
+        let (cuts, ids) = if self.parallel {
+            let (cuts, ids) = self.cut_beside_hashing(piece, last)?;
+            (cuts, Some(ids))
         } else {
-            self.chunks.cut(piece, last)?
+            (self.chunks.cut(piece, last)?, None)
         };
         self.planned = true;
         self.finished = last;
         self.size += piece.len() as u64;
         Ok(Plan {
             cuts,
+            ids,
             piece: piece_id(piece),
         })
+    }
+
+    /// Cut `piece` on this thread while rayon's threads hash it into the
+    /// whole-file BLAKE3 and compute each chunk's id as soon as it is cut.
+    fn cut_beside_hashing(&mut self, piece: &[u8], last: bool) -> Result<(Cuts, Vec<ChunkId>)> {
+        let Self {
+            keys,
+            chunks,
+            file_hasher,
+            ..
+        } = self;
+        let keys = &*keys;
+        let (sender, ids) = std::sync::mpsc::channel();
+        let cuts = rayon::scope(|scope| {
+            scope.spawn(|_| {
+                file_hasher.update(piece);
+            });
+            let mut index = 0;
+            chunks.cut_each(piece, last, |chunk| {
+                let (sender, i) = (sender.clone(), index);
+                index += 1;
+                scope.spawn(move |_| {
+                    // The receiver outlives the scope, so sending cannot fail.
+                    let _ = sender.send((i, chunk_id(keys, &chunk, None)));
+                });
+            })
+        })?;
+        drop(sender);
+        let mut ids: Vec<(usize, ChunkId)> = ids.into_iter().collect();
+        ids.sort_unstable_by_key(|&(i, _)| i);
+        debug_assert_eq!(ids.len(), cuts.lengths().len());
+        Ok((cuts, ids.into_iter().map(|(_, id)| id).collect()))
     }
 
     /// Seal the chunks of `plan` into `outs` (one buffer per chunk, of the
@@ -156,21 +201,27 @@ impl StorePipeline {
             keys,
             chunks,
             file_hasher,
-            parallel,
             ..
         } = self;
         let cut = chunks.chunks(piece, &plan.cuts);
-        let sealed: Result<Vec<SealedMeta>> = if *parallel {
-            use rayon::prelude::*;
-            cut.par_iter()
-                .zip(outs.par_iter_mut())
-                .map(|(chunk, out)| seal_chunk(keys, chunk, out, None))
-                .collect()
-        } else {
-            cut.iter()
+        // Ids come with the plan when it was cut beside hashing (`parallel`).
+        let sealed: Result<Vec<SealedMeta>> = match &plan.ids {
+            Some(ids) => {
+                use rayon::prelude::*;
+                cut.par_iter()
+                    .zip(ids)
+                    .zip(outs.par_iter_mut())
+                    .map(|((chunk, &id), out)| seal_chunk(keys, chunk, id, out))
+                    .collect()
+            }
+            None => cut
+                .iter()
                 .zip(outs.iter_mut())
-                .map(|(chunk, out)| seal_chunk(keys, chunk, out, Some(file_hasher)))
-                .collect()
+                .map(|(chunk, out)| {
+                    let id = chunk_id(keys, chunk, Some(&mut *file_hasher));
+                    seal_chunk(keys, chunk, id, out)
+                })
+                .collect(),
         };
         self.chunks.commit(piece, plan.cuts);
         self.planned = false;
