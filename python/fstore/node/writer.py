@@ -18,7 +18,7 @@ from typing import IO, Any
 from fstore import _native
 from fstore.errors import FileTooLargeError, FstoreError
 from fstore.formats.capability import Capability
-from fstore.formats.manifest import ChunkRef, Manifest
+from fstore.formats.manifest import INLINE_MAX, ChunkRef, Manifest
 from fstore.formats.records import NameValue
 from fstore.net import wire
 from fstore.node.local import LocalBlobs
@@ -68,7 +68,22 @@ class Writer:
     async def store(
         self, name: str, source: Source, *, meta: dict[str, Any] | None = None
     ) -> StoreResult:
-        """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob."""
+        """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob.
+
+        A file of at most INLINE_MAX bytes is carried inside its manifest (one
+        blob); a larger one is cut into chunk blobs.
+        """
+        pieces = _pieces(source)
+        head, more = await _head(pieces, INLINE_MAX)
+        if not more:
+            body = b"".join(head)
+            manifest = Manifest(len(body), _native.hash(body), (), meta or {}, inline=body)
+            return await self._finish(name, manifest, self.replicator.replicas)
+        return await self._store_chunks(name, _chained(head, pieces), meta or {})
+
+    async def _store_chunks(
+        self, name: str, pieces: AsyncIterator[bytes | memoryview], meta: dict[str, Any]
+    ) -> StoreResult:
         pipeline = _native.StorePipeline(self._namespace_secret)
         refs: dict[int, ChunkRef] = {}
         window = asyncio.Semaphore(STORE_WINDOW)
@@ -98,7 +113,7 @@ class Writer:
                 task.add_done_callback(uploads.discard)
 
         try:
-            async for piece in _pieces(source):
+            async for piece in pieces:
                 await dispatch(await asyncio.to_thread(pipeline.feed, piece))
             await dispatch(await asyncio.to_thread(pipeline.finish))
             await asyncio.gather(*uploads)
@@ -112,8 +127,12 @@ class Writer:
             pipeline.size,
             pipeline.blake3,
             tuple(refs[offset] for offset in sorted(refs)),
-            meta or {},
+            meta,
         )
+        return await self._finish(name, manifest, copies)
+
+    async def _finish(self, name: str, manifest: Manifest, copies: int) -> StoreResult:
+        """Seal and replicate the manifest, then name it; ``copies`` so far for the chunks."""
         file_key = _native.generate_key()
         sealed = manifest.seal(file_key)
         if len(sealed) > wire.MAX_BODY:
@@ -128,10 +147,10 @@ class Writer:
         await self.names.put(NameValue(name, capability, manifest.size, manifest.blake3, stored_at))
         self.metrics.stored_bytes.inc(manifest.size)
         log.info(
-            "stored %r: %d bytes in %d chunks, %d copies",
+            "stored %r: %d bytes %s, %d copies",
             name,
             manifest.size,
-            len(manifest.chunks),
+            "inline" if manifest.inline is not None else f"in {len(manifest.chunks)} chunks",
             copies,
         )
         return StoreResult(
@@ -178,6 +197,30 @@ async def _pieces(source: Source) -> AsyncIterator[bytes | memoryview]:
     else:
         async for piece in _read_file(source):
             yield piece
+
+
+async def _head(
+    pieces: AsyncIterator[bytes | memoryview], limit: int
+) -> tuple[list[bytes | memoryview], bool]:
+    """The first pieces of a stream, until more than ``limit`` bytes or its end: (pieces,
+    whether the stream goes on past ``limit``)."""
+    head: list[bytes | memoryview] = []
+    size = 0
+    async for piece in pieces:
+        head.append(piece)
+        size += len(piece)
+        if size > limit:
+            return head, True
+    return head, False
+
+
+async def _chained(
+    head: list[bytes | memoryview], rest: AsyncIterator[bytes | memoryview]
+) -> AsyncIterator[bytes | memoryview]:
+    for piece in head:
+        yield piece
+    async for piece in rest:
+        yield piece
 
 
 async def _read_file(f: IO[bytes]) -> AsyncIterator[bytes]:
