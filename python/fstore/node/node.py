@@ -100,7 +100,7 @@ class Node:
             self._peers = Peers(self.node_id)
             self._local = LocalBlobs(self.blobs, self.catalog)
             replicator = Replicator(self._peers, self._local, replicas, self.metrics)
-            self.names = Names(NameKeys(secret), self.catalog, self._peers, replicator)
+            self.names = Names(NameKeys(secret), self._local, self._peers, replicator)
             self.writer = Writer(
                 secret, self.catalog, self._local, replicator, self.names, self.metrics
             )

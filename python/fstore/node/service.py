@@ -116,7 +116,7 @@ class Service:
                 version[1].hex()[:12],
             )
             return Reply({})
-        self.catalog.put_record(locator, record, version)
+        await self.local.put_record(locator, record, version)
         return Reply({})
 
     async def get_record(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:

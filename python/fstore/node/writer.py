@@ -177,7 +177,7 @@ class Writer:
             except FstoreError as e:
                 log.info("could not reuse blob %s (%s); storing it again", known.hex()[:12], e)
         written = await self.replicator.put_blob(chunk.address, chunk.sealed)
-        self.catalog.add_chunk(chunk.chunk_id, chunk.address)
+        await self.local.add_chunk(chunk.chunk_id, chunk.address)
         return chunk.address, written
 
 
