@@ -13,9 +13,12 @@ write.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fstore import _native
 from fstore.errors import AddressMismatchError
@@ -25,8 +28,14 @@ from fstore.storage.common import Version
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Blobs up to this size are hashed on the event loop: a thread hop costs more.
 HASH_INLINE_MAX = 64 * 1024
+# Group commits running at once. A disk takes concurrent fsyncs much faster than
+# the same ones in a row, so a write arriving during a commit starts the next one
+# rather than waiting for it; only when all are busy do writes gather into batches.
+MAX_COMMITS = 4
 
 
 @dataclass
@@ -55,7 +64,11 @@ class LocalBlobs:
         self.blobs = blobs
         self.catalog = catalog
         self._pending = _Batch()
-        self._committer: asyncio.Task[None] | None = None
+        self._commits: set[asyncio.Task[None]] = set()
+        self._launch_scheduled = False
+        self.commits = 0  # group commits run so far
+        # Threads of its own: a commit never queues behind the reads of a get.
+        self._executor = ThreadPoolExecutor(2 * MAX_COMMITS, thread_name_prefix="commit")
 
     # --- writes (durable when they return) ---
 
@@ -93,10 +106,18 @@ class LocalBlobs:
         self._start()
         await future
 
+    async def close(self) -> None:
+        """Commit what is pending, then let the commit threads go."""
+        await self.flush()
+        self._executor.shutdown(wait=False)
+
     async def flush(self) -> None:
         """Wait until every write so far is committed."""
-        while self._committer is not None and not self._committer.done():
-            await self._committer
+        while self._commits or self._pending:
+            if self._commits:
+                await asyncio.wait(list(self._commits))
+            else:
+                await asyncio.sleep(0)  # a launch is scheduled for this tick
 
     # --- reads ---
 
@@ -110,20 +131,33 @@ class LocalBlobs:
     # --- group commit ---
 
     def _start(self) -> None:
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_while_pending())
+        """Commit what is pending once this tick's other writes have joined it."""
+        if not self._launch_scheduled:
+            self._launch_scheduled = True
+            asyncio.get_running_loop().call_soon(self._launch)
 
-    async def _commit_while_pending(self) -> None:
-        while self._pending:
+    def _launch(self) -> None:
+        self._launch_scheduled = False
+        if self._pending and len(self._commits) < MAX_COMMITS:
             batch, self._pending = self._pending, _Batch()
-            await self._commit(batch)
+            task = asyncio.create_task(self._commit(batch))
+            self._commits.add(task)
+            task.add_done_callback(self._committed)
+
+    def _committed(self, task: asyncio.Task[None]) -> None:
+        self._commits.discard(task)
+        if self._pending:
+            self._launch()
 
     async def _commit(self, batch: _Batch) -> None:
         """Write the batch's blobs and rows at once; release each waiter with its outcome."""
         blobs = list(batch.blobs.items())
+        self.commits += 1
         wrote, rows = await asyncio.gather(
-            asyncio.to_thread(self.blobs.put_many, blobs, verified=True) if blobs else _nothing(),
-            asyncio.to_thread(self._write_rows, batch),
+            self._in_thread(functools.partial(self.blobs.put_many, blobs, verified=True))
+            if blobs
+            else _nothing(),
+            self._in_thread(functools.partial(self._write_rows, batch)),
             return_exceptions=True,
         )
         if isinstance(wrote, BaseException) and isinstance(rows, _RowsDone) and rows.newly_pinned:
@@ -137,6 +171,9 @@ class LocalBlobs:
             _settle(record_future, was_kept, row_error)
         for *_, chunk_future in batch.chunks:
             _settle(chunk_future, None, row_error)
+
+    def _in_thread(self, work: Callable[[], T]) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     def _write_rows(self, batch: _Batch) -> _RowsDone:
         """Pins, records and chunk rows of a batch in one transaction (a worker thread)."""
@@ -156,7 +193,7 @@ class LocalBlobs:
                     self.catalog.unpin(address)
 
         try:
-            await asyncio.to_thread(unpin_all)
+            await self._in_thread(unpin_all)
         except Exception as e:  # the write's own error is what the waiters get
             log.warning("could not unpin %d blobs whose write failed: %s", len(addresses), e)
 

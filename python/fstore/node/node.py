@@ -139,7 +139,7 @@ class Node:
             await self._server.close()
         if self._peers.started:
             await self.members.stop()
-        await self._local.flush()
+        await self._local.close()
         self.catalog.close()
         self._lock.release()
 
