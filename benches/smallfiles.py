@@ -76,6 +76,7 @@ class Network:
     """Three linked ``fstore-node`` processes with their HTTP APIs, ``--replicas 3``."""
 
     def __init__(self, root: Path, *, durable: bool) -> None:
+        root.mkdir(parents=True, exist_ok=True)
         self.cluster = Cluster(root)
         try:
             first = self.cluster.holder("n0", replicas=REPLICAS, durable=durable)
