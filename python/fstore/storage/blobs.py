@@ -202,8 +202,9 @@ class BlobStore:
         """Store several blobs with one round of directory fsyncs; one bool per item.
 
         Every address and hash is checked before anything is written, so a bad item
-        rejects the whole batch. Each file is written and fsynced, then all are
-        renamed into place, then each distinct directory is fsynced once. If a write
+        rejects the whole batch. Each file is written and fsynced (several at once,
+        on up to SYNC_WORKERS threads), then all are renamed into place, then each
+        distinct directory is fsynced once (again at once). If a write
         fails (a full disk), no blob of the batch becomes visible.
         A blob repeated in the batch is written once; its later copies report False.
         """

@@ -82,9 +82,10 @@ def _check_version(version: object) -> Version:
 class Catalog:
     """The node's SQLite catalog: name records, chunk index, pins and peers.
 
-    Meant for the asyncio thread, but safe from any thread: one connection,
-    guarded by a lock. Every write is committed (and durable) when its method
-    returns; use :meth:`transaction` to group writes into one commit.
+    Safe from any thread: one connection for writes, guarded by a lock, and one
+    for reads, which (in WAL mode) see the last commit without waiting for a
+    transaction in progress. Every write is committed (and durable) when its
+    method returns; use :meth:`transaction` to group writes into one commit.
     """
 
     def __init__(self, path: Path | str) -> None:
