@@ -78,10 +78,10 @@ class LocalBlobs:
         """Keep ``blob`` durably, and pinned (``verified``: its address was computed in
         this process). :class:`AddressMismatchError` if it does not hash to ``address``."""
         if not verified:
-            if len(blob) <= HASH_INLINE_MAX:
-                actual = _native.hash(blob)
-            else:
-                actual = await asyncio.to_thread(_native.hash, blob)
+            one_core = functools.partial(_native.hash, blob, parallel=False)
+            actual = (
+                one_core() if len(blob) <= HASH_INLINE_MAX else await asyncio.to_thread(one_core)
+            )
             if actual != address:
                 raise AddressMismatchError(
                     f"blob of {len(blob)} bytes does not hash to its address {address.hex()}"

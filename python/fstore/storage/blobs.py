@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 _HEX_ADDRESS = re.compile(r"[0-9a-f]{64}")
 _HEX_BYTE = re.compile(r"[0-9a-f]{2}")
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Blobs are hashed on one core (``parallel=False``): reads and writes of several blobs
+# already run at once, and the extension's pool would spin idle between blobs.
 # Threads that write and fsync the files of one batch, and fsync its directories, at once.
 SYNC_WORKERS = 8
 
@@ -210,7 +212,7 @@ class BlobStore:
         """
         batch = [(check_id(address), _byte_view(data)) for address, data in items]
         for address, view in batch:
-            if not verified and _native.hash(view) != address:
+            if not verified and _native.hash(view, parallel=False) != address:
                 raise AddressMismatchError(
                     f"blob of {view.nbytes} bytes does not hash to its address {address.hex()}"
                 )
@@ -375,7 +377,7 @@ class BlobStore:
             raise os_error(exc, f"reading blob {address.hex()}") from exc
         finally:
             os.close(fd)
-        if _native.hash(data) == address:
+        if _native.hash(data, parallel=False) == address:
             return data
         self._quarantine_if_unchanged(address, path, (stat.st_dev, stat.st_ino))
         raise AddressMismatchError(f"the stored copy of blob {address.hex()} is corrupt")
