@@ -150,27 +150,40 @@ class LocalBlobs:
             self._launch()
 
     async def _commit(self, batch: _Batch) -> None:
-        """Write the batch's blobs and rows at once; release each waiter with its outcome."""
+        """Write the batch's blobs and rows at once; release each waiter with its outcome.
+
+        Records and chunk rows are released once the catalog commit is durable;
+        blobs once their files and their pins both are.
+        """
         blobs = list(batch.blobs.items())
         self.commits += 1
-        wrote, rows = await asyncio.gather(
+        writing = (
             self._in_thread(functools.partial(self.blobs.put_many, blobs, verified=True))
             if blobs
-            else _nothing(),
-            self._in_thread(functools.partial(self._write_rows, batch)),
-            return_exceptions=True,
+            else None
         )
-        if isinstance(wrote, BaseException) and isinstance(rows, _RowsDone) and rows.newly_pinned:
-            await self._unpin(rows.newly_pinned)
-        blob_error = wrote if isinstance(wrote, BaseException) else None
+        rows: _RowsDone | BaseException
+        try:
+            rows = await self._in_thread(functools.partial(self._write_rows, batch))
+        except Exception as e:
+            rows = e
         row_error = rows if isinstance(rows, BaseException) else None
-        for _, future in batch.blob_waiters:
-            _settle(future, None, blob_error or row_error)
         kept = rows.kept if isinstance(rows, _RowsDone) else [False] * len(batch.records)
         for (*_, record_future), was_kept in zip(batch.records, kept, strict=True):
             _settle(record_future, was_kept, row_error)
         for *_, chunk_future in batch.chunks:
             _settle(chunk_future, None, row_error)
+        if writing is None:
+            return
+        blob_error: BaseException | None = None
+        try:
+            await writing
+        except Exception as e:
+            blob_error = e
+            if isinstance(rows, _RowsDone) and rows.newly_pinned:
+                await self._unpin(rows.newly_pinned)
+        for _, future in batch.blob_waiters:
+            _settle(future, None, blob_error or row_error)
 
     def _in_thread(self, work: Callable[[], T]) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._executor, work)
@@ -196,10 +209,6 @@ class LocalBlobs:
             await self._in_thread(unpin_all)
         except Exception as e:  # the write's own error is what the waiters get
             log.warning("could not unpin %d blobs whose write failed: %s", len(addresses), e)
-
-
-async def _nothing() -> list[bool]:
-    return []
 
 
 def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
