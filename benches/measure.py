@@ -285,3 +285,38 @@ def network_summary_lines(results: list[NetworkMeasurement]) -> list[str]:
                 f"{goals[id(r)]:<{goal_width}}  {r.detail_text()}".rstrip()
             )
     return lines
+
+
+# --- rows of named figures (small files, gets through HTTP) ----------------------------------
+
+
+@dataclass(frozen=True)
+class FigureRow:
+    """One measurement shown as named figures (already formatted), with its goals."""
+
+    group: str
+    name: str
+    figures: dict[str, str]
+    goals: tuple[Goal, ...] = ()
+
+    def record(self, benchmark: BenchmarkFixture, results: list[FigureRow]) -> None:
+        benchmark.extra_info.update(self.figures)
+        benchmark.extra_info.update({f"goal: {goal.text}": goal.met for goal in self.goals})
+        results.append(self)
+
+
+def figure_summary_lines(results: list[FigureRow]) -> list[str]:
+    """A plain-text table per group: one line per row, its figures in columns, then goals."""
+    lines: list[str] = []
+    for group in dict.fromkeys(row.group for row in results):
+        rows = [row for row in results if row.group == group]
+        width = max(len(row.name) for row in rows)
+        keys = list(dict.fromkeys(key for row in rows for key in row.figures))
+        widths = {k: max(len(k), *(len(row.figures.get(k, "-")) for row in rows)) for k in keys}
+        header = f"{'benchmark':<{width}}  " + "  ".join(f"{k:>{widths[k]}}" for k in keys)
+        lines += ["", f"[{group}]", header + "  goals"]
+        for row in rows:
+            values = "  ".join(f"{row.figures.get(k, '-'):>{widths[k]}}" for k in keys)
+            goals = "; ".join(map(str, row.goals)) or "-"
+            lines.append(f"{row.name:<{width}}  {values}  {goals}")
+    return lines

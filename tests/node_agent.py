@@ -24,6 +24,8 @@ Ops (fields besides ``id`` and ``op``):
 - ``delete_local`` ``target``: remove every blob of the file from this node's own
   BlobStore (as ``fstore demo`` does); ``removed``.
 - ``delete`` ``name``; ``peers``; ``list``; ``rss`` (``peak_rss``, ``rss``).
+- ``serve_http``: start the node's HTTP API on an ephemeral loopback port (once);
+  ``http`` (``HOST:PORT``).
 
 An error is ``{"id", "ok": false, "error": "<exception type>", "message": "…"}``.
 End of stdin stops the node and exits 0.
@@ -44,6 +46,7 @@ import uvloop
 
 from fstore import _native
 from fstore.faces.cli import node_parser, node_settings, setup_logging
+from fstore.faces.http import HttpServer
 from fstore.net.trust import NetworkKey
 from fstore.node import Node
 
@@ -70,6 +73,7 @@ class Agent:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.tasks: set[asyncio.Task[None]] = set()
+        self.http: HttpServer | None = None
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -82,6 +86,8 @@ class Agent:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.http is not None:
+            await self.http.stop()
 
     async def handle(self, line: bytes) -> None:
         request_id = 0
@@ -169,6 +175,12 @@ class Agent:
         value = self.node.metrics.registry.get_sample_value(str(command["name"]))
         return {"value": value or 0.0}
 
+    async def op_serve_http(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        if self.http is None:
+            self.http = HttpServer(self.node)
+            await self.http.start()
+        return {"http": self.http.address}
+
     async def op_rss(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
         return {"peak_rss": proc_status("VmHWM"), "rss": proc_status("VmRSS")}
 
@@ -182,6 +194,7 @@ OPS: dict[str, Op] = {
     "list": Agent.op_list,
     "rss": Agent.op_rss,
     "metric": Agent.op_metric,
+    "serve_http": Agent.op_serve_http,
 }
 
 

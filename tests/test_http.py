@@ -47,6 +47,7 @@ from fstore.errors import InvalidNameError
 from fstore.faces.cli import HTTP_ADDR_FILE, default_http
 from fstore.faces.http import BODY_IDLE_TIMEOUT, HttpServer, create_app, name_in_path, parse_range
 from fstore.faces.http_protocol import RateLimitedLog
+from fstore.formats.manifest import INLINE_MAX
 from fstore.net.trust import NetworkKey
 from fstore.node import Node
 
@@ -371,6 +372,45 @@ def test_ranges_are_exact_and_read_only_the_chunks_they_cover(
             for header in ("bytes=5-2", "items=0-1", "bytes=0-1,3-4", "bytes=x-", "bytes=-"):
                 async with http.get(url, headers={"Range": header}) as response:
                     await assert_error(response, 400, "bad_request")
+
+    run(scenario())
+
+
+def test_small_files_are_one_blob_and_serve_ranges(tmp_path: Path, rng: random.Random) -> None:
+    """A file of up to INLINE_MAX bytes is carried in its manifest: each node keeps one blob
+    for it (the manifest), and GETs, ranges and HEAD of it are exact through either node. One
+    byte more is a chunk blob beside the manifest."""
+    small = rng.randbytes(INLINE_MAX)
+    size = len(small)
+
+    async def scenario() -> None:
+        async with network(tmp_path, 2) as (a, b), aiohttp.ClientSession() as http:
+            async with http.put(a.file_url("small"), data=small) as response:
+                assert response.status == 201
+                assert (await response.json())["copies"] == 2
+            _, manifest = await a.node.manifest("small")
+            assert manifest.inline == small and manifest.chunks == ()
+            assert [len(blob_files(n.node.data_dir)) for n in (a, b)] == [1, 1]
+            for served in (a, b):
+                async with http.get(served.file_url("small")) as response:
+                    assert response.status == 200 and await response.read() == small
+                cases = [("bytes=0-0", 0, 1), ("bytes=100-4195", 100, 4196)]
+                cases += [("bytes=-10", size - 10, size), (f"bytes={size - 3}-", size - 3, size)]
+                for header, start, end in cases:
+                    async with http.get(served.file_url("small"), headers={"Range": header}) as r:
+                        assert r.status == 206
+                        assert r.headers["Content-Range"] == f"bytes {start}-{end - 1}/{size}"
+                        assert await r.read() == small[start:end]
+            async with http.get(a.file_url("small"), headers={"Range": f"bytes={size}-"}) as r:
+                await assert_error(r, 416, "range_not_satisfiable")
+
+            async with http.put(a.file_url("larger"), data=small + b"!") as response:
+                assert response.status == 201
+            _, larger = await a.node.manifest("larger")
+            assert larger.inline is None and len(larger.chunks) == 1
+            assert [len(blob_files(n.node.data_dir)) for n in (a, b)] == [3, 3]
+            async with http.get(b.file_url("larger")) as response:
+                assert await response.read() == small + b"!"
 
     run(scenario())
 

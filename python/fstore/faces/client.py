@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -551,26 +552,48 @@ def expected_blake3(response: HTTPResponse) -> str:
 
 
 def receive(api: Api, response: HTTPResponse, out: IO[bytes], meter: Meter) -> None:
-    """Copy the response body to ``out`` in pieces, every piece seen by ``meter``."""
+    """Copy the response body to ``out`` in pieces, every piece seen by ``meter``.
+
+    Two buffers take turns: while one piece is hashed and written (on a worker
+    thread; both release the GIL), the next is received into the other.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    buffers = [memoryview(bytearray(PIECE)) for _ in range(2)]
+
+    def take(piece: memoryview) -> None:
+        meter.update(piece)
+        out.write(piece)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="fstore-get") as worker:
+        taking: Future[None] | None = None
+        received = 0
+        for turn in itertools.count():
+            # The piece last held in this buffer was taken before the one in flight began.
+            n = read_piece(api, response, buffers[turn % 2], received)
+            if taking is not None:
+                taking.result()  # in order, and any error of writing raised here
+            if not n:
+                return
+            received += n
+            taking = worker.submit(take, buffers[turn % 2][:n])
+
+
+def read_piece(api: Api, response: HTTPResponse, view: memoryview, received: int) -> int:
+    """Fill ``view`` from the body (fewer bytes only at its end); 0 at the end."""
     import http.client
 
-    announced = "?" if response.length is None else f"{response.length:,}"
-    view = memoryview(bytearray(PIECE))
-    while True:
-        try:
-            n = response.readinto(view)
-        except http.client.IncompleteRead:
-            raise Failure(
-                EXIT_INTEGRITY,
-                f"integrity: the download ended after {meter.size:,} of {announced} bytes "
-                "(the node's log may say why)",
-            ) from None
-        except (OSError, http.client.HTTPException) as e:
-            raise api.lost(e) from None
-        if not n:
-            return
-        meter.update(view[:n])
-        out.write(view[:n])
+    try:
+        return response.readinto(view)
+    except http.client.IncompleteRead:
+        announced = "?" if response.length is None else f"{response.length:,}"
+        raise Failure(
+            EXIT_INTEGRITY,
+            f"integrity: the download ended after {received:,} of {announced} bytes "
+            "(the node's log may say why)",
+        ) from None
+    except (OSError, http.client.HTTPException) as e:
+        raise api.lost(e) from None
 
 
 def get(api: Api, args: argparse.Namespace) -> None:

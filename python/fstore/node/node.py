@@ -111,7 +111,7 @@ class Node:
             self._peers = Peers(self.node_id, repair_after)
             self._local = LocalBlobs(self.blobs, self.catalog)
             replicator = Replicator(self._peers, self._local, replicas, self.metrics)
-            self.names = Names(NameKeys(secret), self.catalog, self._peers, replicator)
+            self.names = Names(NameKeys(secret), self._local, self._peers, replicator)
             self.writer = Writer(
                 secret, self.catalog, self._local, replicator, self.names, self.metrics
             )
@@ -179,7 +179,7 @@ class Node:
             await self._server.close()
         if self._peers.started:
             await self.members.stop()
-        await self._local.flush()
+        await self._local.close()
         self.catalog.close()
         self._lock.release()
 

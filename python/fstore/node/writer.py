@@ -18,7 +18,7 @@ from typing import IO, Any
 from fstore import _native
 from fstore.errors import FileTooLargeError, FstoreError
 from fstore.formats.capability import Capability
-from fstore.formats.manifest import ChunkRef, Manifest
+from fstore.formats.manifest import INLINE_MAX, ChunkRef, Manifest
 from fstore.formats.records import NameValue
 from fstore.net import wire
 from fstore.node.local import LocalBlobs
@@ -77,7 +77,25 @@ class Writer:
 
         Every blob needs a write quorum of durable copies, or the store fails and
         no name is written (``allow_degraded``: one copy is enough).
+        A file of at most INLINE_MAX bytes is carried inside its manifest (one
+        blob); a larger one is cut into chunk blobs.
         """
+        pieces = _pieces(source)
+        head, more = await _head(pieces, INLINE_MAX)
+        if not more:
+            body = b"".join(head)
+            manifest = Manifest(len(body), _native.hash(body), (), meta or {}, inline=body)
+            return await self._finish(name, manifest, self.replicator.replicas, allow_degraded)
+        chained = _chained(head, pieces)
+        return await self._store_chunks(name, chained, meta or {}, allow_degraded)
+
+    async def _store_chunks(
+        self,
+        name: str,
+        pieces: AsyncIterator[bytes | memoryview],
+        meta: dict[str, Any],
+        allow_degraded: bool,
+    ) -> StoreResult:
         pipeline = _native.StorePipeline(self._namespace_secret)
         refs: dict[int, ChunkRef] = {}
         window = asyncio.Semaphore(STORE_WINDOW)
@@ -107,7 +125,7 @@ class Writer:
                 task.add_done_callback(uploads.discard)
 
         try:
-            async for piece in _pieces(source):
+            async for piece in pieces:
                 await dispatch(await asyncio.to_thread(pipeline.feed, piece))
             await dispatch(await asyncio.to_thread(pipeline.finish))
             await asyncio.gather(*uploads)
@@ -121,8 +139,14 @@ class Writer:
             pipeline.size,
             pipeline.blake3,
             tuple(refs[offset] for offset in sorted(refs)),
-            meta or {},
+            meta,
         )
+        return await self._finish(name, manifest, copies, allow_degraded)
+
+    async def _finish(
+        self, name: str, manifest: Manifest, copies: int, allow_degraded: bool
+    ) -> StoreResult:
+        """Seal and replicate the manifest, then name it; ``copies`` so far for the chunks."""
         file_key = _native.generate_key()
         sealed = manifest.seal(file_key)
         if len(sealed) > wire.MAX_BODY:
@@ -141,10 +165,10 @@ class Writer:
         await self.names.put(value, allow_degraded=allow_degraded)
         self.metrics.stored_bytes.inc(manifest.size)
         log.info(
-            "stored %r: %d bytes in %d chunks, %d copies",
+            "stored %r: %d bytes %s, %d copies",
             name,
             manifest.size,
-            len(manifest.chunks),
+            "inline" if manifest.inline is not None else f"in {len(manifest.chunks)} chunks",
             copies,
         )
         return StoreResult(
@@ -176,7 +200,7 @@ class Writer:
         written = await self.replicator.put_blob(
             chunk.address, chunk.sealed, allow_degraded=allow_degraded
         )
-        self.catalog.add_chunk(chunk.chunk_id, chunk.address)
+        await self.local.add_chunk(chunk.chunk_id, chunk.address)
         return chunk.address, written
 
 
@@ -196,6 +220,30 @@ async def _pieces(source: Source) -> AsyncIterator[bytes | memoryview]:
     else:
         async for piece in _read_file(source):
             yield piece
+
+
+async def _head(
+    pieces: AsyncIterator[bytes | memoryview], limit: int
+) -> tuple[list[bytes | memoryview], bool]:
+    """The first pieces of a stream, until more than ``limit`` bytes or its end: (pieces,
+    whether the stream goes on past ``limit``)."""
+    head: list[bytes | memoryview] = []
+    size = 0
+    async for piece in pieces:
+        head.append(piece)
+        size += len(piece)
+        if size > limit:
+            return head, True
+    return head, False
+
+
+async def _chained(
+    head: list[bytes | memoryview], rest: AsyncIterator[bytes | memoryview]
+) -> AsyncIterator[bytes | memoryview]:
+    for piece in head:
+        yield piece
+    async for piece in rest:
+        yield piece
 
 
 async def _read_file(f: IO[bytes]) -> AsyncIterator[bytes]:
