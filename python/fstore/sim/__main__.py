@@ -114,8 +114,9 @@ def _plot(args: argparse.Namespace) -> int:
         written += [plots.spread(reports, args.out), plots.churn_placement(reports, args.out)]
     if args.scaling:
         points = json.loads(args.scaling.read_text())
-        written.append(plots.bandwidth(points, args.out))
-        print(f"steady bandwidth reaches 5 KB/s at about {plots.crossing(points):,.0f} members")
+        written.append(plots.bandwidth(points, reports, args.out))
+        for case, members in plots.limits(reports).items():
+            print(f"{case}: 5 KB/s per member at about {members:,.0f} members")
     for path in written:
         print(path)
     return 0
