@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
     draw = commands.add_parser("plot", help="PNG figures from the JSON of report and scaling")
     draw.add_argument("--report", action="append", default=[], type=Path, help="repeatable")
-    draw.add_argument("--scaling", type=Path)
+    draw.add_argument("--scaling", action="append", default=[], type=Path, help="repeatable")
     draw.add_argument("--out", type=Path, default=Path("docs"))
     return parser
 
@@ -113,7 +113,9 @@ def _plot(args: argparse.Namespace) -> int:
     if reports:
         written += [plots.spread(reports, args.out), plots.churn_placement(reports, args.out)]
     if args.scaling:
-        points = json.loads(args.scaling.read_text())
+        points: list[dict[str, Any]] = [
+            point for path in args.scaling for point in json.loads(path.read_text())
+        ]
         written.append(plots.bandwidth(points, reports, args.out))
         for case, members in plots.limits(reports).items():
             print(f"{case}: 5 KB/s per member at about {members:,.0f} members")
