@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--seed", type=int, default=1)
     one.add_argument("--trials", type=int, default=5, help="joins and failures (default 5)")
     one.add_argument("--steady-seconds", type=float, default=600.0, help="each loss rate's run")
-    one.add_argument("--churn-seconds", type=float, default=120.0)
+    one.add_argument("--churn-seconds", type=float, default=120.0, help="measured, after...")
+    one.add_argument("--churn-warmup", type=float, default=60.0, help="...this much churn")
     one.add_argument("--partition-minority", type=float, default=0.3)
     one.add_argument(
         "--only", default=",".join(report.SECTIONS), help="comma-separated sections (default: all)"
@@ -80,6 +81,7 @@ def _report(args: argparse.Namespace) -> int:
         trials=args.trials,
         steady_seconds=args.steady_seconds,
         churn_seconds=args.churn_seconds,
+        churn_warmup=args.churn_warmup,
         partition_minority=args.partition_minority,
         sections=sections,
     )
