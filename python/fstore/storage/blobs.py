@@ -98,6 +98,16 @@ def _read_fd(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
+def verify_address(address: bytes, data: Buffer) -> None:
+    """Raise :class:`AddressMismatchError` unless ``data`` hashes to ``address``.
+
+    Hashes on this thread alone: several blobs are checked at once, and the
+    extension's pool would spin idle between them.
+    """
+    if _native.hash(data, parallel=False) != address:
+        raise AddressMismatchError(f"bytes that do not hash to blob {address.hex()}")
+
+
 def _byte_view(data: Buffer) -> memoryview:
     """A flat byte view of any C-contiguous buffer, without copying."""
     view = memoryview(data)
@@ -363,6 +373,21 @@ class BlobStore:
         exception tells the caller that a copy existed and failed its check.
         """
         address = check_id(address)
+
+        def verified(data: bytes) -> bytes:
+            verify_address(address, data)
+            return data
+
+        return self.load_with(address, verified)
+
+    def load_with(self, address: Buffer, accept: Callable[[bytes], T]) -> T | None:
+        """What ``accept`` makes of the blob's bytes, or None if the blob is missing.
+
+        ``accept`` checks the bytes against ``address`` (and may do more in the
+        same pass, such as opening them); when it raises
+        :class:`AddressMismatchError`, the copy is quarantined and the error raised.
+        """
+        address = check_id(address)
         _, path = self._locate(address)
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -377,10 +402,13 @@ class BlobStore:
             raise os_error(exc, f"reading blob {address.hex()}") from exc
         finally:
             os.close(fd)
-        if _native.hash(data, parallel=False) == address:
-            return data
-        self._quarantine_if_unchanged(address, path, (stat.st_dev, stat.st_ino))
-        raise AddressMismatchError(f"the stored copy of blob {address.hex()} is corrupt")
+        try:
+            return accept(data)
+        except AddressMismatchError:
+            self._quarantine_if_unchanged(address, path, (stat.st_dev, stat.st_ino))
+            raise AddressMismatchError(
+                f"the stored copy of blob {address.hex()} is corrupt"
+            ) from None
 
     def _quarantine_if_unchanged(
         self, address: bytes, path: str, identity: tuple[int, int]
