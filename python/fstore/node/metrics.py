@@ -68,6 +68,10 @@ class NodeMetrics:
             "fstore_hedged_requests",
             "Peer requests joined by a second one because the first was overdue.",
         )
+        self.tree_nodes_fetched = self._counter(
+            "fstore_tree_nodes_fetched",
+            "Directory nodes fetched (from this node's disk or a peer) and opened.",
+        )
         self.peers_rejected = self._counter(
             "fstore_peers_rejected",
             "Connections dropped because the peer did not prove it is a network member.",

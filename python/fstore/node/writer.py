@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from fstore import _native
@@ -35,6 +35,20 @@ PIECE_SIZE = 8 * 1024 * 1024
 STORE_WINDOW = 6
 
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
+
+
+@dataclass
+class BlobTally:
+    """Blob bytes a store put on the network anew, and those it found already there.
+
+    With ``defer_index`` the (id, address) of each new blob is kept in
+    ``new_ids`` for the caller to record in one catalog commit, not one each.
+    """
+
+    new: int = 0
+    reused: int = 0
+    defer_index: bool = False
+    new_ids: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -69,51 +83,7 @@ class Writer:
         self, name: str, source: Source, *, meta: dict[str, Any] | None = None
     ) -> StoreResult:
         """Store ``source`` under ``name`` with ``replicas`` durable copies of every blob."""
-        pipeline = _native.StorePipeline(self._namespace_secret)
-        refs: dict[int, ChunkRef] = {}
-        window = asyncio.Semaphore(STORE_WINDOW)
-        uploads: set[asyncio.Task[None]] = set()
-        failure: list[Exception] = []
-        copies = self.replicator.replicas
-
-        async def upload(chunk: _native.SealedChunk) -> None:
-            nonlocal copies
-            try:
-                address, written = await self._put_chunk(chunk)
-                copies = min(copies, written)
-                refs[chunk.offset] = ChunkRef(address, chunk.key, chunk.plain_length)
-            except Exception as e:
-                failure.append(e)
-            finally:
-                window.release()
-
-        async def dispatch(chunks: list[_native.SealedChunk]) -> None:
-            for chunk in chunks:
-                await window.acquire()
-                if failure:
-                    window.release()
-                    raise failure[0]
-                task = asyncio.create_task(upload(chunk))
-                uploads.add(task)
-                task.add_done_callback(uploads.discard)
-
-        try:
-            async for piece in _pieces(source):
-                await dispatch(await asyncio.to_thread(pipeline.feed, piece))
-            await dispatch(await asyncio.to_thread(pipeline.finish))
-            await asyncio.gather(*uploads)
-        finally:
-            for task in uploads:
-                task.cancel()
-        if failure:
-            raise failure[0]
-
-        manifest = Manifest(
-            pipeline.size,
-            pipeline.blake3,
-            tuple(refs[offset] for offset in sorted(refs)),
-            meta or {},
-        )
+        manifest, copies = await self.store_chunks(source, meta)
         file_key = _native.generate_key()
         sealed = manifest.seal(file_key)
         if len(sealed) > wire.MAX_BODY:
@@ -144,22 +114,85 @@ class Writer:
             stored_at,
         )
 
-    async def _put_chunk(self, chunk: _native.SealedChunk) -> tuple[bytes, int]:
-        """The address a chunk is kept under and its durable copies.
+    async def store_chunks(
+        self,
+        source: Source,
+        meta: dict[str, Any] | None = None,
+        tally: BlobTally | None = None,
+    ) -> tuple[Manifest, int]:
+        """Chunk, seal and replicate ``source``: its manifest (not stored) and the fewest copies."""
+        pipeline = _native.StorePipeline(self._namespace_secret)
+        refs: dict[int, ChunkRef] = {}
+        window = asyncio.Semaphore(STORE_WINDOW)
+        uploads: set[asyncio.Task[None]] = set()
+        failure: list[Exception] = []
+        copies = self.replicator.replicas
 
-        A chunk this node stored before (same chunk id) reuses that blob, but
-        only counts the copies its holders confirm, and is copied where one is
-        missing; if that fails, the chunk is stored again as just sealed.
+        async def upload(chunk: _native.SealedChunk) -> None:
+            nonlocal copies
+            try:
+                address, written = await self.put_deduplicated(
+                    chunk.chunk_id, chunk.address, chunk.sealed, tally
+                )
+                copies = min(copies, written)
+                refs[chunk.offset] = ChunkRef(address, chunk.key, chunk.plain_length)
+            except Exception as e:
+                failure.append(e)
+            finally:
+                window.release()
+
+        async def dispatch(chunks: list[_native.SealedChunk]) -> None:
+            for chunk in chunks:
+                await window.acquire()
+                if failure:
+                    window.release()
+                    raise failure[0]
+                task = asyncio.create_task(upload(chunk))
+                uploads.add(task)
+                task.add_done_callback(uploads.discard)
+
+        try:
+            async for piece in _pieces(source):
+                await dispatch(await asyncio.to_thread(pipeline.feed, piece))
+            await dispatch(await asyncio.to_thread(pipeline.finish))
+            await asyncio.gather(*uploads)
+        finally:
+            for task in uploads:
+                task.cancel()
+        if failure:
+            raise failure[0]
+        chunks = tuple(refs[offset] for offset in sorted(refs))
+        return Manifest(pipeline.size, pipeline.blake3, chunks, meta or {}), copies
+
+    async def put_deduplicated(
+        self,
+        dedup_id: bytes,
+        address: bytes,
+        blob: bytes,
+        tally: BlobTally | None = None,
+    ) -> tuple[bytes, int]:
+        """The address a blob is kept under and its durable copies.
+
+        A blob this node stored before under the same ``dedup_id`` (a chunk id)
+        reuses that blob, but only counts the copies its holders confirm, and is
+        copied where one is missing; if that fails, it is stored again as given.
         """
-        known = self.catalog.chunk_address(chunk.chunk_id)
+        tally = tally if tally is not None else BlobTally()
+        known = self.catalog.chunk_address(dedup_id)
         if known is not None and self.local.has(known):
             try:
-                return known, await self.replicator.confirm_blob(known)
+                copies = await self.replicator.confirm_blob(known)
+                tally.reused += len(blob)
+                return known, copies
             except FstoreError as e:
                 log.info("could not reuse blob %s (%s); storing it again", known.hex()[:12], e)
-        written = await self.replicator.put_blob(chunk.address, chunk.sealed)
-        self.catalog.add_chunk(chunk.chunk_id, chunk.address)
-        return chunk.address, written
+        written = await self.replicator.put_blob(address, blob)
+        tally.new += len(blob)
+        if tally.defer_index:
+            tally.new_ids.append((dedup_id, address))
+        else:
+            self.catalog.add_chunk(dedup_id, address)
+        return address, written
 
 
 async def _pieces(source: Source) -> AsyncIterator[bytes | memoryview]:
