@@ -375,7 +375,8 @@ def _pax_fields(data: bytes) -> dict[bytes, bytes]:
         except ValueError:
             raise MalformedTarError("malformed tar: a pax record's length") from None
         record = data[space + 1 : position + length]
-        if length <= space - position or not record.endswith(b"\n") or b"=" not in record:
+        too_short = length <= space - position or position + length > len(data)
+        if too_short or not record.endswith(b"\n") or b"=" not in record:
             raise MalformedTarError("malformed tar: a pax record")
         key, _, value = record[:-1].partition(b"=")
         fields[key] = value

@@ -288,20 +288,17 @@ class TreeBuilder:
 
     def _pack_entries(self, entries: Iterable[_Pending]) -> list[_Packed]:
         """(name, packed entry, packed identity, entry), sealed bytes read back from the spill."""
-        packed = []
+        packed: list[_Packed] = []
         for pending in entries:
             entry = pending.entry
             if isinstance(entry, TreeFile) and isinstance(entry.content, Inline):
                 sealed_bytes = self._spill.read(pending.spill)
                 entry = replace(entry, content=Inline(entry.content.key, sealed_bytes))
-            packed.append(
-                (
-                    entry.name,
-                    directory.pack_entry(entry),
-                    directory.pack_entry_identity(entry),
-                    entry,
-                )
-            )
+                plain = directory.pack_entry(entry)
+                packed.append((entry.name, plain, directory.pack_entry_identity(entry), entry))
+            else:
+                plain = directory.pack_entry(entry)  # its identity is itself
+                packed.append((entry.name, plain, plain, entry))
         return packed
 
     async def _leaf(self, group: list[_Packed]) -> Child:
