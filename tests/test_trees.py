@@ -648,15 +648,3 @@ def test_a_directory_whose_links_leave_it_restores_the_rest(net: Network, tmp_pa
         assert (target / "sub" / "x").read_bytes() == b"x"
         assert not (target / "abs").is_symlink() and not (target / "sub" / "up").is_symlink()
     assert {p.name for p in area.iterdir()} == {"cli", "api"}
-
-
-def test_the_data_dirs_hold_no_tree_file_in_the_clear(
-    net: Network, sample: tuple[Path, dict[str, Any]]
-) -> None:
-    """A small file's bytes are sealed inside its directory's node: no node holds them plain."""
-    source, _ = sample
-    secret = (source / "a" / "b" / "c" / "d" / "leaf.txt").read_bytes()
-    for data_dir in net.data_dirs:
-        for path in (data_dir / "blobs").rglob("*"):
-            if path.is_file():
-                assert secret not in path.read_bytes()
