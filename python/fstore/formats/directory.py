@@ -37,7 +37,7 @@ from fstore.formats.names import check_name
 VERSION = 1
 CONTEXT = b"fstore/dir/v1"
 
-INLINE_MAX = 32 * 1024
+INLINE_MAX = 64 * 1024
 """Files of at most this many bytes are sealed into their directory's node, not stored apart."""
 NODE_MIN = 32 * 1024
 NODE_AVG = 128 * 1024

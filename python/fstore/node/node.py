@@ -147,6 +147,7 @@ class Node:
         log.info("node %s listening on %s", self.node_id.hex(), self.address)
 
     async def stop(self) -> None:
+        self.trees.close()
         if self._server is not None:
             await self._server.close()
         if self._peers.started:

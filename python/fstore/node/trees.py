@@ -25,6 +25,7 @@ import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,13 +77,15 @@ from fstore.node.treestore import (
     produce_local,
     produce_tar,
 )
-from fstore.node.writer import BlobTally, Writer
+from fstore.node.writer import STORE_WINDOW, BlobTally, Writer
 from fstore.storage.catalog import Catalog
 from fstore.storage.localtree import TreeWriter
 
 log = logging.getLogger(__name__)
 
-FILES_IN_FLIGHT = 8  # large files whose chunks are being replicated at once
+FILES_IN_FLIGHT = 32  # larger files being stored at once, at most...
+BYTES_IN_FLIGHT = 64 * 1024 * 1024  # ...holding about this much (a file's window at most)
+PRODUCERS = 8  # tree stores reading their entries at once; more wait their turn
 BATCHES_AHEAD = 8  # batches of entries a producer may get ahead of the loop
 BODY_PIECES_AHEAD = 8  # request body pieces waiting for the tar reader
 NODES_AHEAD = 4  # index children fetched ahead while listing
@@ -187,6 +190,11 @@ class Trees:
         self.metrics = metrics
         self._spill_dir = spill_dir
         self._cache: OrderedDict[tuple[bytes, bytes], DirNode] = OrderedDict()
+        self._producers = ThreadPoolExecutor(PRODUCERS, thread_name_prefix="fstore-tree")
+
+    def close(self) -> None:
+        """Let the producer threads end (a store still running fails on its next hand-over)."""
+        self._producers.shutdown(wait=False, cancel_futures=True)
 
     # --- storing ------------------------------------------------------------------------
 
@@ -222,7 +230,10 @@ class Trees:
         spill = await asyncio.to_thread(Spill, str(self._spill_dir))
         events: ToLoop[list[Event]] = ToLoop(BATCHES_AHEAD)
         emit = Emitter(self._secret, spill, events)
-        producer = asyncio.ensure_future(asyncio.to_thread(produce, run, emit, events))
+        loop = asyncio.get_running_loop()
+        # Threads of their own: a producer waits on the loop for as long as the store runs,
+        # and must never hold a worker the loop's own hand-offs (sealing, disk writes) need.
+        producer = loop.run_in_executor(self._producers, produce, run, emit, events)
         state = _Store(BlobTally(defer_index=True), self.writer.replicator.replicas)
         builder = TreeBuilder(spill, functools.partial(self._put_node, state), self.keys)
         try:
@@ -268,7 +279,7 @@ class Trees:
         self, events: ToLoop[list[Event]], builder: TreeBuilder, state: _Store
     ) -> None:
         """Collect every entry; large files are stored (a few at once) as they stream in."""
-        slots = asyncio.Semaphore(FILES_IN_FLIGHT)
+        budget = Budget(BYTES_IN_FLIGHT, FILES_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
         streams: set[ToLoop[bytes]] = set()
         failures: list[BaseException] = []
@@ -282,7 +293,7 @@ class Trees:
                 event.pieces.close()  # the producer stops at its next piece
             finally:
                 streams.discard(event.pieces)
-                slots.release()
+                await budget.release(_held_by(event))
 
         try:
             async for batch in events:
@@ -298,7 +309,7 @@ class Trees:
                         builder.arrive(event.path)
                         builder.expect(event.path)
                         streams.add(event.pieces)
-                        await slots.acquire()
+                        await budget.acquire(_held_by(event))
                         if failures:
                             raise failures[0]
                         task = asyncio.create_task(store_file(event))
@@ -646,6 +657,40 @@ class Trees:
         except BaseException:
             await asyncio.to_thread(sink.abort)
             raise
+
+
+def _held_by(event: LargeFile) -> int:
+    """The most memory a file's store holds: its size, or its window of chunks."""
+    return min(event.size, STORE_WINDOW * _native.DEFAULT_MAX_SIZE)
+
+
+class Budget:
+    """At most ``limit`` units held by at most ``holders`` at once; one larger than the
+    limit waits until nothing else is held."""
+
+    def __init__(self, limit: int, holders: int) -> None:
+        self._limit = limit
+        self._most = holders
+        self._used = 0
+        self._holders = 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self, amount: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._fits(amount))
+            self._used += amount
+            self._holders += 1
+
+    def _fits(self, amount: int) -> bool:
+        if not self._holders:
+            return True
+        return self._holders < self._most and self._used + amount <= self._limit
+
+    async def release(self, amount: int) -> None:
+        async with self._changed:
+            self._used -= amount
+            self._holders -= 1
+            self._changed.notify_all()
 
 
 def _manifest_view(reader: Reader, manifest: Manifest, capability: str | None) -> FileView:

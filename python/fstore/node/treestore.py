@@ -56,6 +56,7 @@ class LargeFile:
     path: tuple[str, ...]
     mode: int
     mtime_ns: int
+    size: int  # as listed (a tar member's, or the file's when it was walked)
     pieces: ToLoop[bytes]
 
 
@@ -130,7 +131,7 @@ class Emitter:
     ) -> None:
         """A file of ``size`` bytes (as listed) read from ``source``."""
         if size > directory.INLINE_MAX:
-            self._large(path, mode, mtime_ns, source)
+            self._large(path, mode, mtime_ns, size, source)
             return
         data = _read_up_to(source, directory.INLINE_MAX + 1)
         if len(data) > directory.INLINE_MAX:
@@ -141,9 +142,11 @@ class Emitter:
         self._batch_bytes += len(data)
         self._add(Added(path, entry, spill))
 
-    def _large(self, path: tuple[str, ...], mode: int, mtime_ns: int, source: Readable) -> None:
+    def _large(
+        self, path: tuple[str, ...], mode: int, mtime_ns: int, size: int, source: Readable
+    ) -> None:
         pieces: ToLoop[bytes] = ToLoop(2, self._out.loop)
-        self._add(LargeFile(path, mode, mtime_ns, pieces))
+        self._add(LargeFile(path, mode, mtime_ns, size, pieces))
         self.flush()
         try:
             while piece := source.read(PIECE_SIZE):
