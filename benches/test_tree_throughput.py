@@ -6,7 +6,7 @@ session on the same disk as the nodes' data directories:
 
 - ``10k x 4KiB``: 10,000 files of 4 KiB of random bytes in 100 directories;
 - ``kernel-like``: a source tree's shape, 10,000 files in directories up to five deep,
-  sizes log-normal around 6 KiB (most under the 32 KiB inline limit, some of hundreds
+  sizes log-normal around 6 KiB (most under the 64 KiB inline limit, some of hundreds
   of KiB) and a few files of several MiB.
 
 For each tree, in this order and each timed once (wall clock of the command, after a

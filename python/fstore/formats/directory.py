@@ -42,7 +42,7 @@ INLINE_MAX = 64 * 1024
 NODE_MIN = 32 * 1024
 NODE_AVG = 128 * 1024
 NODE_MAX = 1024 * 1024
-"""A node's packed plaintext is at most this long (one entry is at most about 41 KiB)."""
+"""A node's packed plaintext is at most this long (one entry is at most about 73 KiB)."""
 MAX_HEIGHT = 8
 MAX_TARGET_BYTES = 4096
 SPLIT_CONTEXT = b"fstore/dir/split/v1"
