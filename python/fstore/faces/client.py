@@ -26,7 +26,9 @@ a bad one, or one that is not valid UTF-8, is a usage error.
 Exit codes:
 
 - 0: success;
-- 1: the node reported an error (its code and message are printed);
+- 1: the node reported an error (its code and message are printed), or
+  ``get -r`` refused entries that would land outside its target
+  (``unsafe_path``; the rest is restored);
 - 2: usage error: bad arguments, or a local file that cannot be read or
   written (an existing output file without ``--force``);
 - 3: no node answers at the chosen address, or the connection to it was lost;
@@ -38,6 +40,8 @@ Exit codes:
 
 A reader that closes stdout early (``fstore ls | head -1``) ends the command
 quietly, with exit code 0: what it did not read, it did not want.
+
+Directory trees (``put -r``, ``get -r``, ``ls NAME/``) are ``fstore.faces.treecmd``.
 """
 
 from __future__ import annotations
@@ -81,7 +85,8 @@ MAX_ERROR_BODY = 64 << 10
 EXIT_CODES = """\
 exit codes:
   0  success
-  1  the node reported an error (printed as "fstore: <code>: <message>")
+  1  the node reported an error (printed as "fstore: <code>: <message>"), or
+     get -r refused entries that would land outside its target (unsafe_path)
   2  usage error (bad arguments; a local file that cannot be read or written)
   3  no node answers at the chosen address, or the connection was lost
   4  integrity failure: the bytes received do not match the file's BLAKE3

@@ -225,11 +225,22 @@ def put_tree(api: Api, args: argparse.Namespace) -> None:
     warn_if_few_copies(stored)
 
 
-def put_tree_lines(stored: Any) -> Iterator[str]:
-    yield (
-        f"stored {stored['name']}/: {stored['files']:,} files, {stored['size']:,} bytes, "
-        f"{stored['dirs']:,} directories, {stored['symlinks']:,} links"
+def counted(count: int, what: str) -> str:
+    """``1 file``, ``2 files``, ``1 directory``, ``10,000 directories``."""
+    if count == 1:
+        return f"1 {what}"
+    return f"{count:,} {what[:-1] + 'ies' if what.endswith('y') else what + 's'}"
+
+
+def tree_counts(result: Any) -> str:
+    return (
+        f"{counted(result['files'], 'file')}, {result['size']:,} bytes, "
+        f"{counted(result['dirs'], 'directory')}, {counted(result['symlinks'], 'link')}"
     )
+
+
+def put_tree_lines(stored: Any) -> Iterator[str]:
+    yield f"stored {stored['name']}/: {tree_counts(stored)}"
     yield (
         f"  sent        {stored['new_bytes']:,} bytes of new blobs "
         f"({stored['reused_bytes']:,} bytes already stored)"
@@ -318,10 +329,7 @@ def _int_header(value: str | None) -> int | None:
 
 
 def get_tree_lines(result: Any) -> Iterator[str]:
-    yield (
-        f"got {result['target']} into {result['path']}/: {result['files']:,} files, "
-        f"{result['size']:,} bytes, {result['dirs']:,} directories, {result['symlinks']:,} links"
-    )
+    yield f"got {result['target']} into {result['path']}/: {tree_counts(result)}"
 
 
 # --- ls of a directory ---------------------------------------------------------------------
