@@ -119,9 +119,14 @@ class Writer:
         source: Source,
         meta: dict[str, Any] | None = None,
         tally: BlobTally | None = None,
+        *,
+        parallel: bool = True,
     ) -> tuple[Manifest, int]:
-        """Chunk, seal and replicate ``source``: its manifest (not stored) and the fewest copies."""
-        pipeline = _native.StorePipeline(self._namespace_secret)
+        """Chunk, seal and replicate ``source``: its manifest (not stored) and the fewest copies.
+
+        ``parallel`` False seals on one core: cheaper for a file of a few chunks.
+        """
+        pipeline = _native.StorePipeline(self._namespace_secret, parallel=parallel)
         refs: dict[int, ChunkRef] = {}
         window = asyncio.Semaphore(STORE_WINDOW)
         uploads: set[asyncio.Task[None]] = set()
