@@ -47,6 +47,7 @@ from fstore.errors import InvalidNameError
 from fstore.faces.cli import HTTP_ADDR_FILE, default_http
 from fstore.faces.http import BODY_IDLE_TIMEOUT, HttpServer, create_app, name_in_path, parse_range
 from fstore.faces.http_protocol import RateLimitedLog
+from fstore.formats import tar
 from fstore.formats.manifest import INLINE_MAX
 from fstore.net.trust import NetworkKey
 from fstore.node import Node
@@ -708,6 +709,38 @@ def test_an_upload_that_stops_sending_is_408_and_stores_nothing(
             assert blob_files(a.node.data_dir) == []
             assert sample(await scrape(http, a), "fstore_stored_bytes_total") == 0
             assert not [r for r in request_log(caplog) if r.levelno >= logging.ERROR]
+
+    run(scenario())
+
+
+def test_a_tree_upload_that_stops_or_is_cut_stores_nothing(tmp_path: Path) -> None:
+    """A tar upload that stalls inside a member is answered 408 once the idle timeout has
+    passed, and one whose connection is cut inside a member 400: the name is not stored."""
+    idle = 0.5
+    header = tar.header(("dir", "file"), "file", 0o644, 0, 5000)
+    partial = tar.header(("dir",), "dir", 0o755, 0) + header + b"x" * 100
+
+    async def scenario() -> None:
+        async with (
+            network(tmp_path, 1, replicas=1, body_idle_timeout=idle) as (a,),
+            aiohttp.ClientSession() as http,
+        ):
+            address = a.base.removeprefix("http://")
+            stalled = (
+                b"PUT /v1/files/stalled?format=tar HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 20480\r\n\r\n"
+            )
+            answer = await exchange(address, stalled + partial)
+            json_error(answer, 408, "request_timeout")
+            cut = (
+                b"PUT /v1/files/cut?format=tar HTTP/1.1\r\nHost: x\r\nContent-Length: 20480\r\n\r\n"
+            )
+            answer = await exchange(address, cut + partial, half_close=True)
+            json_error(answer, 400, "bad_request")
+            for name in ("stalled", "cut"):
+                async with http.get(a.file_url(name) + "/") as response:
+                    await assert_error(response, 404, "not_found")
+            assert await a.node.list() == []
 
     run(scenario())
 

@@ -71,7 +71,8 @@ class Manifest:
     meta: dict[str, Any] = field(default_factory=dict)
     inline: bytes | None = None
 
-    def pack(self, file_key: bytes) -> bytes:
+    def pack(self, file_key: bytes | None = None) -> bytes:
+        """The manifest's plaintext; ``file_key`` seals an inline body (needed only then)."""
         fields: dict[str, Any] = {
             "v": VERSION if self.inline is None else INLINE_VERSION,
             "size": self.size,
@@ -80,6 +81,8 @@ class Manifest:
             "meta": self.meta,
         }
         if self.inline is not None:
+            if file_key is None:
+                raise ValueError("packing a manifest with an inline body needs its file key")
             fields["inline"] = seal_inline(file_key, self.inline)
         packed: bytes = msgpack.packb(fields, use_bin_type=True)
         return packed
