@@ -16,8 +16,10 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from benches.measure import (
     Bench,
+    FigureRow,
     Measurement,
     NetworkMeasurement,
+    figure_summary_lines,
     network_summary_lines,
     summary_lines,
 )
@@ -33,6 +35,7 @@ if str(TESTS_DIR) not in sys.path:
 
 RESULTS = pytest.StashKey[list[Measurement]]()
 NETWORK_RESULTS = pytest.StashKey[list[NetworkMeasurement]]()
+FIGURE_RESULTS = pytest.StashKey[list[FigureRow]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,6 +50,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS] = []
     config.stash[NETWORK_RESULTS] = []
+    config.stash[FIGURE_RESULTS] = []
 
 
 @pytest.hookimpl(trylast=True)
@@ -67,6 +71,11 @@ def pytest_terminal_summary(
         )
         for line in network_summary_lines(network):
             terminalreporter.write_line(line)
+    figures = config.stash.get(FIGURE_RESULTS, [])
+    if figures:
+        terminalreporter.section("fstore small files and gets through HTTP")
+        for line in figure_summary_lines(figures):
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture
@@ -78,6 +87,12 @@ def bench(benchmark: BenchmarkFixture, request: pytest.FixtureRequest) -> Bench:
 def network_results(request: pytest.FixtureRequest) -> list[NetworkMeasurement]:
     """Where the network benchmarks record their figures for the summary."""
     return request.config.stash[NETWORK_RESULTS]
+
+
+@pytest.fixture
+def figure_results(request: pytest.FixtureRequest) -> list[FigureRow]:
+    """Where the small-file and HTTP-get benchmarks record their figures for the summary."""
+    return request.config.stash[FIGURE_RESULTS]
 
 
 @pytest.fixture(scope="session")

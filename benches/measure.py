@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -97,7 +98,13 @@ class Measurement:
     nbytes: int
     best_s: float
     mean_s: float
+    cpu_s: float
     peak_rss_kib: int
+
+    @property
+    def cpu_s_per_gib(self) -> float:
+        """Process CPU seconds (all threads) per GiB of input, in the round that used least."""
+        return self.cpu_s / (self.nbytes / 2**30)
 
     @property
     def best_gbps(self) -> float:
@@ -134,9 +141,17 @@ class Bench:
 
         With ``--benchmark-disable`` the workload runs exactly once, untimed: a smoke check.
         """
+        cpu_times: list[float] = []
+
+        def counted() -> T:
+            start = time.process_time()
+            result = workload()
+            cpu_times.append(time.process_time() - start)
+            return result
+
         with PeakRss() as rss:
             result = cast(_Pedantic, self._benchmark).pedantic(
-                workload, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS, iterations=1
+                counted, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS, iterations=1
             )
         stats = self._benchmark.stats
         if stats is not None:  # None when benchmarks are disabled
@@ -146,6 +161,7 @@ class Bench:
                 nbytes=nbytes,
                 best_s=float(stats.stats.min),
                 mean_s=float(stats.stats.mean),
+                cpu_s=min(cpu_times[WARMUP_ROUNDS:]),
                 peak_rss_kib=rss.growth_kib,
             )
             self._benchmark.extra_info.update(
@@ -153,6 +169,7 @@ class Bench:
                     "bytes": nbytes,
                     "GB/s": measurement.best_gbps,
                     "GB/s mean": measurement.mean_gbps,
+                    "CPU s/GiB": measurement.cpu_s_per_gib,
                     "peak RSS growth MiB": rss.growth_kib / 1024,
                 }
             )
@@ -163,13 +180,16 @@ class Bench:
 def summary_lines(results: list[Measurement]) -> list[str]:
     """A plain-text table: one line per benchmark, grouped, in the order they ran."""
     width = max(len(result.name) for result in results)
-    header = f"{'benchmark':<{width}}  {'GB/s(best)':>10}  {'GB/s(mean)':>10}  {'peak RSS MiB':>12}"
+    header = (
+        f"{'benchmark':<{width}}  {'GB/s(best)':>10}  {'GB/s(mean)':>10}  {'CPU s/GiB':>9}"
+        f"  {'peak RSS MiB':>12}"
+    )
     lines: list[str] = []
     for group in dict.fromkeys(result.group for result in results):
         lines += ["", f"[{group}]", header]
         lines += [
             f"{r.name:<{width}}  {r.best_gbps:>10.2f}  {r.mean_gbps:>10.2f}"
-            f"  {r.peak_rss_kib / 1024:>12.1f}"
+            f"  {r.cpu_s_per_gib:>9.3f}  {r.peak_rss_kib / 1024:>12.1f}"
             for r in results
             if r.group == group
         ]
@@ -264,4 +284,39 @@ def network_summary_lines(results: list[NetworkMeasurement]) -> list[str]:
                 f"{r.name:<{width}}  {r.mbps:>7.1f}  {r.seconds:>7.3f}  {ratio:>5}  "
                 f"{goals[id(r)]:<{goal_width}}  {r.detail_text()}".rstrip()
             )
+    return lines
+
+
+# --- rows of named figures (small files, gets through HTTP) ----------------------------------
+
+
+@dataclass(frozen=True)
+class FigureRow:
+    """One measurement shown as named figures (already formatted), with its goals."""
+
+    group: str
+    name: str
+    figures: dict[str, str]
+    goals: tuple[Goal, ...] = ()
+
+    def record(self, benchmark: BenchmarkFixture, results: list[FigureRow]) -> None:
+        benchmark.extra_info.update(self.figures)
+        benchmark.extra_info.update({f"goal: {goal.text}": goal.met for goal in self.goals})
+        results.append(self)
+
+
+def figure_summary_lines(results: list[FigureRow]) -> list[str]:
+    """A plain-text table per group: one line per row, its figures in columns, then goals."""
+    lines: list[str] = []
+    for group in dict.fromkeys(row.group for row in results):
+        rows = [row for row in results if row.group == group]
+        width = max(len(row.name) for row in rows)
+        keys = list(dict.fromkeys(key for row in rows for key in row.figures))
+        widths = {k: max(len(k), *(len(row.figures.get(k, "-")) for row in rows)) for k in keys}
+        header = f"{'benchmark':<{width}}  " + "  ".join(f"{k:>{widths[k]}}" for k in keys)
+        lines += ["", f"[{group}]", header + "  goals"]
+        for row in rows:
+            values = "  ".join(f"{row.figures.get(k, '-'):>{widths[k]}}" for k in keys)
+            goals = "; ".join(map(str, row.goals)) or "-"
+            lines.append(f"{row.name:<{width}}  {values}  {goals}")
     return lines

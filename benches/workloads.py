@@ -171,13 +171,34 @@ def threads(parallel: bool) -> int:
     return blake3.blake3.AUTO if parallel else 1
 
 
-def python_store(secret: bytes, data: Buffer, *, parallel: bool) -> Stored:
-    """The store pipeline composed in Python: pyfastcdc, blake3 package, cryptography."""
+def native_chunker_chunks(data: Buffer) -> Iterator[memoryview]:
+    """Chunks of ``data`` by fstore's ``Chunker`` fed pieces (zero-copy views of ``data``)."""
+    view = memoryview(data)
+    chunker = _native.Chunker(*CDC_SIZES)
+    start = 0
+    for piece in pieces(data):
+        for end in chunker.update(piece):
+            yield view[start:end]
+            start = end
+    for end in chunker.finish():
+        yield view[start:end]
+        start = end
+
+
+def python_store(
+    secret: bytes,
+    data: Buffer,
+    *,
+    parallel: bool,
+    chunks: Callable[[Buffer], Iterable[memoryview]] = pyfastcdc_stream_chunks,
+) -> Stored:
+    """The store pipeline composed in Python: pyfastcdc (or ``chunks``), blake3 package,
+    cryptography."""
     max_threads = threads(parallel)
     id_key = _native.chunk_id_key(secret)
     whole = blake3.blake3(max_threads=max_threads)
     stored = Stored()
-    for chunk in pyfastcdc_stream_chunks(data):
+    for chunk in chunks(data):
         whole.update(chunk)
         chunk_id = blake3.blake3(chunk, key=id_key, max_threads=max_threads).digest()
         sealer = Cobblestone128Encryptor(_native.chunk_key(secret, chunk_id), _native.CHUNK_CONTEXT)
@@ -196,6 +217,17 @@ def native_restore(stored: Stored, *, parallel: bool) -> int:
     pipeline = _native.RestorePipeline(parallel=parallel)
     for blob in stored.blobs:
         pipeline.open_chunk(blob.address, blob.key, blob.sealed, blob.plain_length)
+    pipeline.finish(stored.size, stored.blake3)
+    return pipeline.size
+
+
+def native_open_blobs(stored: Stored) -> int:
+    """``open_blob`` for every blob (the fetch path), then ``add_opened`` in order; bytes."""
+    pipeline = _native.RestorePipeline(parallel=False)
+    for blob in stored.blobs:
+        pipeline.add_opened(
+            _native.open_blob(blob.address, blob.key, blob.sealed, blob.plain_length)
+        )
     pipeline.finish(stored.size, stored.blake3)
     return pipeline.size
 

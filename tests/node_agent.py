@@ -23,7 +23,14 @@ Ops (fields besides ``id`` and ``op``):
   (N = 0) and after each piece.
 - ``delete_local`` ``target``: remove every blob of the file from this node's own
   BlobStore (as ``fstore demo`` does); ``removed``.
+- ``store_tree`` ``name``, ``path``: ``Node.store_tree``; ``capability``, ``files``,
+  ``dirs``, ``symlinks``, ``size``, ``new_bytes``, ``reused_bytes``, ``replicas``,
+  ``skipped`` (``[path, reason]`` pairs).
+- ``get_tree`` ``target``, ``out``: ``Node.get_tree``; ``files``, ``dirs``, ``symlinks``, ``size``.
+- ``list_tree`` ``target``: ``Node.list_tree``; ``entries`` (``name``, ``kind``).
 - ``delete`` ``name``; ``peers``; ``list``; ``rss`` (``peak_rss``, ``rss``).
+- ``serve_http``: start the node's HTTP API on an ephemeral loopback port (once);
+  ``http`` (``HOST:PORT``).
 
 An error is ``{"id", "ok": false, "error": "<exception type>", "message": "…"}``.
 End of stdin stops the node and exits 0.
@@ -44,6 +51,8 @@ import uvloop
 
 from fstore import _native
 from fstore.faces.cli import node_parser, node_settings, setup_logging
+from fstore.faces.http import HttpServer
+from fstore.formats.directory import kind_of
 from fstore.net.trust import NetworkKey
 from fstore.node import Node
 
@@ -70,6 +79,7 @@ class Agent:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.tasks: set[asyncio.Task[None]] = set()
+        self.http: HttpServer | None = None
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -82,6 +92,8 @@ class Agent:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.http is not None:
+            await self.http.stop()
 
     async def handle(self, line: bytes) -> None:
         request_id = 0
@@ -139,6 +151,33 @@ class Agent:
         removed = sum(self.node.blobs.delete(address) for address in addresses)
         return {"removed": removed, "blobs": len(addresses)}
 
+    async def op_store_tree(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        result = await self.node.store_tree(str(command["name"]), Path(command["path"]))
+        return {
+            "capability": result.capability,
+            "files": result.files,
+            "dirs": result.dirs,
+            "symlinks": result.symlinks,
+            "size": result.size,
+            "new_bytes": result.new_bytes,
+            "reused_bytes": result.reused_bytes,
+            "replicas": result.replicas,
+            "skipped": [[s.path, s.reason] for s in result.skipped],
+        }
+
+    async def op_get_tree(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        result = await self.node.get_tree(str(command["target"]), Path(command["out"]))
+        return {
+            "files": result.files,
+            "dirs": result.dirs,
+            "symlinks": result.symlinks,
+            "size": result.size,
+        }
+
+    async def op_list_tree(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        entries = await self.node.list_tree(str(command["target"]))
+        return {"entries": [{"name": e.name, "kind": kind_of(e)} for e in entries]}
+
     async def op_delete(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
         await self.node.delete(str(command["name"]))
         return {}
@@ -169,6 +208,12 @@ class Agent:
         value = self.node.metrics.registry.get_sample_value(str(command["name"]))
         return {"value": value or 0.0}
 
+    async def op_serve_http(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        if self.http is None:
+            self.http = HttpServer(self.node)
+            await self.http.start()
+        return {"http": self.http.address}
+
     async def op_rss(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
         return {"peak_rss": proc_status("VmHWM"), "rss": proc_status("VmRSS")}
 
@@ -177,11 +222,15 @@ OPS: dict[str, Op] = {
     "store": Agent.op_store,
     "get": Agent.op_get,
     "delete_local": Agent.op_delete_local,
+    "store_tree": Agent.op_store_tree,
+    "get_tree": Agent.op_get_tree,
+    "list_tree": Agent.op_list_tree,
     "delete": Agent.op_delete,
     "peers": Agent.op_peers,
     "list": Agent.op_list,
     "rss": Agent.op_rss,
     "metric": Agent.op_metric,
+    "serve_http": Agent.op_serve_http,
 }
 
 

@@ -196,6 +196,34 @@ def test_empty_updates_are_harmless() -> None:
     assert tuple(offsets) == sample_offsets()
 
 
+def test_cuts_are_reported_as_soon_as_they_are_certain() -> None:
+    chunker = _native.Chunker(*SMALL)
+    first = chunker.update(sample_data())
+    last = chunker.finish()
+    assert (*first, *last) == sample_offsets()
+    # Only the end of the stream can decide the last chunks (a cut needs one more byte).
+    assert 1 <= len(last) <= 2
+
+
+def test_stream_ending_right_after_a_cutting_byte() -> None:
+    """FastCDC cuts before the byte whose hash hits; it tests bytes in pairs, so
+    when the stream ends just after that byte, the cut holds only if the last
+    chunk then has an even length. Ending there, or pausing there, must agree
+    with pyfastcdc on the whole stream."""
+    data = sample_data()
+    offsets = sample_offsets()
+    lengths = chunk_sizes(list(offsets))
+    cuts = [(end, length) for end, length in zip(offsets, lengths, strict=True)]
+    hit_cuts = [(end, n) for end, n in cuts[:-1] if n < SMALL[2]]  # not forced by max_size
+    for parity in (0, 1):
+        end, _ = next((end, n) for end, n in hit_cuts if n % 2 == parity)
+        stream = data[: end + 1]
+        expected = pyfastcdc_offsets(stream, SMALL)
+        assert chunk_whole(stream, SMALL) == expected
+        assert chunk_pieces(stream, [end], SMALL) == expected
+        assert chunk_pieces(data, [end + 1], SMALL) == list(offsets)
+
+
 def test_tiny_pieces(rng: random.Random) -> None:
     data = sample_data()
     cuts: list[int] = []

@@ -712,9 +712,13 @@ def test_names_that_start_like_a_capability_are_usage_errors(
     source = tmp_path / "fsd1:tree"
     source.write_bytes(b"x")
     dead = f"127.0.0.1:{free_port()}"
-    for argv in (["put", str(source)], ["get", "fsd1:tree", "-o", "-"], ["rm", "fs1:x"]):
+    for argv in (["put", str(source)], ["get", "fsx1:tree", "-o", "-"], ["rm", "fs1:x"]):
         assert client.main([*argv, "--node", dead]) == client.EXIT_USAGE, argv
         assert "cannot start with" in one_line(capsys.readouterr().err.encode())
+    # fsd1: starts a directory capability: a malformed one is refused as one, before any request.
+    for argv in (["get", "fsd1:tree", "-o", "-"], ["get", "-r", "fs1:x", "-o", "out"]):
+        assert client.main([*argv, "--node", dead]) == client.EXIT_USAGE, argv
+        assert "invalid capability" in one_line(capsys.readouterr().err.encode())
 
 
 def test_a_file_name_that_is_not_utf8(stand_in: str, tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Nothing of a file's plaintext or name reaches any disk in the clear: real node processes.
 
-One agent stores a structured, recognisable text of a few MiB on a network of
-three nodes with R=3, so every node holds every blob and the name record. Then
-every file of every node's data directory (blobs, ``fstore.db`` and its WAL) is
+One agent stores a structured, recognisable text of a few MiB (in the second
+test, a directory tree of such texts) on a network of three nodes with R=3, so
+every node holds every blob and the name record. Then every file of every
+node's data directory (blobs, ``fstore.db`` and its WAL) is
 scanned: none of the file's distinct 64-byte windows occurs anywhere, and its
 name occurs nowhere on the other two nodes nor in any node's blobs.
 
@@ -91,3 +92,37 @@ def test_no_plaintext_window_or_name_on_any_disk(cluster: Cluster, tmp_path: Pat
             for path in files_under(node.data_dir):  # identity, secrets, anything else
                 assert name.encode() not in path.read_bytes(), f"{path} holds the file name"
     assert scanned > 3 * len(plaintext)  # three full copies were looked at
+
+
+def test_no_plaintext_window_or_entry_name_of_a_tree_on_any_disk(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A stored tree: small files (sealed inside their directory's nodes), a larger one (its
+    own chunks), and the entries' names (sealed inside the nodes) are on no disk in the clear."""
+    plaintext = structured_text(2 * MiB)
+    plain_windows = windows(plaintext)
+    root = tmp_path / "tree"
+    folder = root / "secret-projects-d41c"
+    folder.mkdir(parents=True)
+    names = ["quarterly-ledger-7f3a9c.txt", "payroll-9b2e11.txt", "secret-projects-d41c"]
+    for i, offset in enumerate(range(0, 200_000, 10_000)):
+        (folder / f"{names[i % 2]}.{i}").write_bytes(plaintext[offset : offset + 9_000])
+    (root / "big-notes-5a7c.txt").write_bytes(plaintext)
+
+    a = cluster.agent("a", durable=False)
+    b = cluster.holder("b", peers=[a.address], durable=False)
+    c = cluster.holder("c", peers=[a.address], durable=False)
+    wait_for_mesh([a], [a, b, c], MESH_TIMEOUT)
+    stored = a.call("store_tree", timeout=STORE_TIMEOUT, name="tree", path=str(root))
+    assert stored["files"] == 21 and stored["replicas"] == 3
+    cluster.close()
+
+    for node in (a, b, c):
+        blob_files = [p for p in files_under(node.data_dir / "blobs") if p.is_file()]
+        assert len(blob_files) >= 3, f"{node.name} holds no copy: R=3 on 3 nodes"
+        for path in [*blob_files, *sorted(node.data_dir.glob("fstore.db*"))]:
+            data = path.read_bytes()
+            leak = leaked_window(data, plain_windows)
+            assert leak is None, f"{path} holds plaintext at {leak}: {data[leak:][:64]!r}"
+            for name in [*names, "big-notes-5a7c.txt"]:
+                assert name.encode() not in data, f"{path} holds the entry name {name}"

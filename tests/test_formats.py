@@ -18,7 +18,14 @@ from fstore.errors import (
 )
 from fstore.formats.capability import Capability
 from fstore.formats.manifest import CONTEXT as MANIFEST_CONTEXT
-from fstore.formats.manifest import ChunkRef, Manifest
+from fstore.formats.manifest import (
+    INLINE_CONTEXT,
+    INLINE_MAX,
+    ChunkRef,
+    Manifest,
+    open_inline,
+    seal_inline,
+)
 from fstore.formats.records import HybridClock, NameKeys, NameValue, record_context
 from fstore.net.placement import closest, distance
 
@@ -85,6 +92,53 @@ def test_manifest_that_does_not_add_up_is_rejected() -> None:
     not_a_manifest = _native.seal(key, MANIFEST_CONTEXT, msgpack.packb([1, 2, 3]))
     with pytest.raises(IntegrityError):
         Manifest.open(key, not_a_manifest)
+
+
+def _independent_open(key: bytes, context: bytes, sealed: bytes) -> bytes:
+    decryptor = Cobblestone128Decryptor(key, context)
+    return decryptor.update(sealed) + decryptor.finalize()
+
+
+def test_inline_manifest_round_trip_is_version_2() -> None:
+    """A small file's body in its manifest: version 2, the documented map, the body sealed
+    under the file key with its own context (an independent implementation opens both)."""
+    body = os.urandom(4096)
+    manifest = Manifest(len(body), _native.hash(body), (), {"k": 1}, inline=body)
+    key = _native.generate_key()
+    sealed = manifest.seal(key)
+    assert Manifest.open(key, sealed) == manifest
+    raw = msgpack.unpackb(_independent_open(key, MANIFEST_CONTEXT, sealed), raw=False)
+    assert set(raw) == {"v", "size", "blake3", "chunks", "inline", "meta"}
+    assert (raw["v"], raw["size"], raw["chunks"]) == (2, 4096, [])
+    assert _independent_open(key, INLINE_CONTEXT, raw["inline"]) == body
+    assert open_inline(key, raw["inline"], len(body), _native.hash(body)) == body
+    # A file in chunks is still written as version 1, which every reader knows.
+    chunked = Manifest(5, os.urandom(32), (ChunkRef(os.urandom(32), os.urandom(16), 5),))
+    assert msgpack.unpackb(_independent_open(key, MANIFEST_CONTEXT, chunked.seal(key)))["v"] == 1
+
+
+def _sealed_map(key: bytes, fields: dict[str, object]) -> bytes:
+    return _native.seal(key, MANIFEST_CONTEXT, msgpack.packb(fields, use_bin_type=True))
+
+
+def test_inline_manifest_that_does_not_match_is_rejected() -> None:
+    key = _native.generate_key()
+    body = b"small file"
+    good = {"v": 2, "size": len(body), "blake3": _native.hash(body), "chunks": [], "meta": {}}
+    bad_maps = [
+        {**good, "inline": seal_inline(key, body + b"!")},  # another length
+        {**good, "inline": seal_inline(key, b"SMALL FILE")},  # another hash
+        {**good, "inline": seal_inline(key, body), "chunks": [[b"a" * 32, b"k" * 16, 10]]},
+        {**good, "inline": None},
+        good,  # version 2 without its body
+        {**good, "inline": seal_inline(key, body), "size": INLINE_MAX + 1},
+    ]
+    for fields in bad_maps:
+        with pytest.raises(IntegrityError):
+            Manifest.open(key, _sealed_map(key, fields))
+    with pytest.raises(WrongKeyError):  # a body sealed under another file's key
+        Manifest.open(key, _sealed_map(key, {**good, "inline": seal_inline(os.urandom(16), body)}))
+    assert Manifest.open(key, _sealed_map(key, {**good, "inline": seal_inline(key, body)})).inline
 
 
 def test_name_records_are_namespace_private() -> None:

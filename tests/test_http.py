@@ -47,6 +47,8 @@ from fstore.errors import InvalidNameError
 from fstore.faces.cli import HTTP_ADDR_FILE, default_http
 from fstore.faces.http import BODY_IDLE_TIMEOUT, HttpServer, create_app, name_in_path, parse_range
 from fstore.faces.http_protocol import RateLimitedLog
+from fstore.formats import tar
+from fstore.formats.manifest import INLINE_MAX
 from fstore.net.trust import NetworkKey
 from fstore.node import Node
 
@@ -375,6 +377,45 @@ def test_ranges_are_exact_and_read_only_the_chunks_they_cover(
     run(scenario())
 
 
+def test_small_files_are_one_blob_and_serve_ranges(tmp_path: Path, rng: random.Random) -> None:
+    """A file of up to INLINE_MAX bytes is carried in its manifest: each node keeps one blob
+    for it (the manifest), and GETs, ranges and HEAD of it are exact through either node. One
+    byte more is a chunk blob beside the manifest."""
+    small = rng.randbytes(INLINE_MAX)
+    size = len(small)
+
+    async def scenario() -> None:
+        async with network(tmp_path, 2) as (a, b), aiohttp.ClientSession() as http:
+            async with http.put(a.file_url("small"), data=small) as response:
+                assert response.status == 201
+                assert (await response.json())["copies"] == 2
+            _, manifest = await a.node.manifest("small")
+            assert manifest.inline == small and manifest.chunks == ()
+            assert [len(blob_files(n.node.data_dir)) for n in (a, b)] == [1, 1]
+            for served in (a, b):
+                async with http.get(served.file_url("small")) as response:
+                    assert response.status == 200 and await response.read() == small
+                cases = [("bytes=0-0", 0, 1), ("bytes=100-4195", 100, 4196)]
+                cases += [("bytes=-10", size - 10, size), (f"bytes={size - 3}-", size - 3, size)]
+                for header, start, end in cases:
+                    async with http.get(served.file_url("small"), headers={"Range": header}) as r:
+                        assert r.status == 206
+                        assert r.headers["Content-Range"] == f"bytes {start}-{end - 1}/{size}"
+                        assert await r.read() == small[start:end]
+            async with http.get(a.file_url("small"), headers={"Range": f"bytes={size}-"}) as r:
+                await assert_error(r, 416, "range_not_satisfiable")
+
+            async with http.put(a.file_url("larger"), data=small + b"!") as response:
+                assert response.status == 201
+            _, larger = await a.node.manifest("larger")
+            assert larger.inline is None and len(larger.chunks) == 1
+            assert [len(blob_files(n.node.data_dir)) for n in (a, b)] == [3, 3]
+            async with http.get(b.file_url("larger")) as response:
+                assert await response.read() == small + b"!"
+
+    run(scenario())
+
+
 # --- errors --------------------------------------------------------------------------------
 
 
@@ -668,6 +709,38 @@ def test_an_upload_that_stops_sending_is_408_and_stores_nothing(
             assert blob_files(a.node.data_dir) == []
             assert sample(await scrape(http, a), "fstore_stored_bytes_total") == 0
             assert not [r for r in request_log(caplog) if r.levelno >= logging.ERROR]
+
+    run(scenario())
+
+
+def test_a_tree_upload_that_stops_or_is_cut_stores_nothing(tmp_path: Path) -> None:
+    """A tar upload that stalls inside a member is answered 408 once the idle timeout has
+    passed, and one whose connection is cut inside a member 400: the name is not stored."""
+    idle = 0.5
+    header = tar.header(("dir", "file"), "file", 0o644, 0, 5000)
+    partial = tar.header(("dir",), "dir", 0o755, 0) + header + b"x" * 100
+
+    async def scenario() -> None:
+        async with (
+            network(tmp_path, 1, replicas=1, body_idle_timeout=idle) as (a,),
+            aiohttp.ClientSession() as http,
+        ):
+            address = a.base.removeprefix("http://")
+            stalled = (
+                b"PUT /v1/files/stalled?format=tar HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 20480\r\n\r\n"
+            )
+            answer = await exchange(address, stalled + partial)
+            json_error(answer, 408, "request_timeout")
+            cut = (
+                b"PUT /v1/files/cut?format=tar HTTP/1.1\r\nHost: x\r\nContent-Length: 20480\r\n\r\n"
+            )
+            answer = await exchange(address, cut + partial, half_close=True)
+            json_error(answer, 400, "bad_request")
+            for name in ("stalled", "cut"):
+                async with http.get(a.file_url(name) + "/") as response:
+                    await assert_error(response, 404, "not_found")
+            assert await a.node.list() == []
 
     run(scenario())
 

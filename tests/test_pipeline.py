@@ -209,6 +209,20 @@ def test_boundaries_independent_of_feed(secret: bytes, rng: random.Random) -> No
     assert [a.key for a in whole.chunks] == [b.key for b in in_pieces.chunks]
 
 
+def test_chunks_come_out_of_the_call_that_completes_them(secret: bytes, rng: random.Random) -> None:
+    data = rng.randbytes(3 * MiB)
+    pipeline = _native.StorePipeline(
+        secret, min_size=SMALL[0], avg_size=SMALL[1], max_size=SMALL[2]
+    )
+    first = pipeline.feed(data)
+    last = pipeline.finish()
+    ends = [c.offset + c.plain_length for c in first + last]
+    assert ends == chunker_offsets(data, SMALL)
+    assert len(ends) > 20
+    # Only the end of the stream can decide the last chunks (a cut needs one more byte).
+    assert 1 <= len(last) <= 2
+
+
 def test_namespaces_are_separate(rng: random.Random) -> None:
     data = rng.randbytes(2 * MiB)
     first, second = rng.randbytes(32), rng.randbytes(32)
@@ -413,6 +427,81 @@ def test_restore_failed_chunk_leaves_no_trace(stored_file: tuple[bytes, Stored])
     )
     assert restored == data
     pipeline.finish(stored.size, stored.blake3)
+
+
+# --- open_blob: verify and open where the holder is chosen, add_opened in file order ----------
+
+
+def test_open_blob_then_add_opened_restores(stored_file: tuple[bytes, Stored]) -> None:
+    data, stored = stored_file
+    # Blobs open independently of each other (here in reverse), from any buffer.
+    plains = [
+        _native.open_blob(c.address, c.key, memoryview(c.sealed), c.plain_length)
+        for c in reversed(stored.chunks)
+    ][::-1]
+    assert b"".join(plains) == data
+    pipeline = _native.RestorePipeline()
+    for plain in plains:
+        pipeline.add_opened(bytearray(plain))
+    assert pipeline.size == len(data)
+    pipeline.finish(stored.size, stored.blake3)
+
+
+def test_a_bad_copy_is_an_address_mismatch(
+    stored_file: tuple[bytes, Stored], rng: random.Random
+) -> None:
+    """Whatever a holder got wrong (a flipped bit anywhere, a missing or an extra
+    byte), the copy does not match its address: the caller tries another holder."""
+    _, stored = stored_file
+    chunk = stored.chunks[0]
+    sealed = chunk.sealed
+    copies: list[tuple[str, bytes]] = []
+    for pos in flip_positions(len(sealed), rng):
+        flipped = bytearray(sealed)
+        flipped[pos] ^= 1 << rng.randrange(8)
+        copies.append((f"bit flipped at {pos}", bytes(flipped)))
+    copies += [
+        ("empty", b""),
+        ("header only", sealed[:HEADER]),
+        ("cut at a record boundary", sealed[: HEADER + 2 * FULL]),
+        ("last byte missing", sealed[:-1]),
+        ("one byte more", sealed + b"\0"),
+        ("a record more", sealed + sealed[HEADER : HEADER + FULL]),
+    ]
+    wrong: list[tuple[str, type[Exception] | None]] = []
+    for what, copy in copies:
+        try:
+            _native.open_blob(chunk.address, chunk.key, copy, chunk.plain_length)
+        except AddressMismatchError:
+            continue
+        except Exception as exc:
+            wrong.append((what, type(exc)))
+        else:
+            wrong.append((what, None))
+    assert wrong == []
+
+
+def test_open_blob_errors_of_a_copy_that_matches(stored_file: tuple[bytes, Stored]) -> None:
+    """A copy that matches its address but not the manifest's key or length."""
+    _, stored = stored_file
+    first, second = stored.chunks[0], stored.chunks[1]
+    for key, length, error in [
+        (second.key, first.plain_length, WrongKeyError),
+        (first.key[:15], first.plain_length, InvalidArgumentError),
+        (first.key, first.plain_length + 1, TruncatedError),
+        (first.key, first.plain_length - 1, TrailingDataError),
+        (first.key, 0, TrailingDataError),
+    ]:
+        with pytest.raises(error):
+            _native.open_blob(first.address, key, first.sealed, length)
+
+
+def test_add_opened_refuses_use_after_finish() -> None:
+    pipeline = _native.RestorePipeline()
+    pipeline.add_opened(b"abc")
+    pipeline.finish(3, blake3_ref.blake3(b"abc").digest())
+    with pytest.raises(AlreadyFinalizedError):
+        pipeline.add_opened(b"more")
 
 
 def test_restore_refuses_use_after_finish(secret: bytes) -> None:

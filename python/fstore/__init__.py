@@ -36,7 +36,9 @@ from fstore.errors import (
     TamperedError,
     TrailingDataError,
     TruncatedError,
+    UnsafePathError,
     WrongKeyError,
+    WrongKindError,
 )
 
 if TYPE_CHECKING:
@@ -68,7 +70,9 @@ __all__ = [
     "TamperedError",
     "TrailingDataError",
     "TruncatedError",
+    "UnsafePathError",
     "WrongKeyError",
+    "WrongKindError",
     "__version__",
 ]
 

@@ -38,6 +38,7 @@ __all__ = [
     "hash_file",
     "keyed_hash",
     "open",
+    "open_blob",
     "seal",
     "sealed_length",
 ]
@@ -98,11 +99,12 @@ class Chunker:
     """Push-style FastCDC (2020) chunker.
 
     Feed buffers of any size with :meth:`update`; each call returns the end
-    offsets (counted from the start of the stream) of the chunks it completed.
-    :meth:`finish` returns the rest. The offsets are identical to chunking the
-    whole stream at once, however the input is split. Sizes must be powers of two
-    with ``min_size < avg_size < max_size`` (64 B <= min <= 1 MiB,
-    256 B <= avg <= 4 MiB, 1 KiB <= max <= 16 MiB).
+    offsets (counted from the start of the stream) of the chunks whose end it
+    made certain. :meth:`finish` returns the rest. The offsets are identical to
+    chunking the whole stream at once, however the input is split. Only the
+    start of the chunk still being cut (less than ``max_size``) is copied.
+    Sizes must be powers of two with ``min_size < avg_size < max_size``
+    (64 B <= min <= 1 MiB, 256 B <= avg <= 4 MiB, 1 KiB <= max <= 16 MiB).
     """
 
     def __new__(
@@ -222,10 +224,12 @@ class StorePipeline:
         """With ``parallel`` (the default), each step seals its chunks on all cores
         while FastCDC cuts the next ones; ``parallel=False`` keeps it on one core."""
     def feed(self, data: Buffer) -> list[SealedChunk]:
-        """Take more plaintext; returns the chunks sealed so far, in file order.
+        """Take more plaintext; returns, in file order, the chunks it completed.
 
-        Chunks come out one call behind the input that completes them: a call
-        seals the chunks the previous call cut while it cuts the next ones.
+        A chunk comes out of the call whose data makes its end certain, sealed.
+        ``data`` is not copied, except the start of the chunk still being cut
+        (less than ``max_size``), which is held for the next call; the caller
+        may reuse ``data``'s memory once the call returns.
         """
     def finish(self) -> list[SealedChunk]:
         """End the stream; returns the last chunks.
@@ -239,23 +243,44 @@ class StorePipeline:
     def blake3(self) -> bytes:
         """Whole-file BLAKE3 (equal to ``b3sum``); only available after :meth:`finish`."""
 
+def open_blob(address: Buffer, key: Buffer, sealed: Buffer, plain_length: int) -> bytes:
+    """Verify a sealed chunk against its address and open it, in one pass over ``sealed``.
+
+    Each window of the blob is hashed, then the records it completes are
+    opened, while they are in cache. The address is checked first: a blob that
+    does not hash to ``address`` raises ``AddressMismatchError``, whatever else
+    is wrong with it (truncated, extended, altered), so the caller can try
+    another holder's copy. A blob that matches its address but not
+    ``plain_length`` raises ``TruncatedError``/``TrailingDataError``; one that
+    does not open raises the errors of :func:`open`. Runs on the calling
+    thread only, so blobs can be opened side by side in several threads;
+    :meth:`RestorePipeline.add_opened` then takes the plaintexts in file order.
+    """
+
 @final
 class RestorePipeline:
     """Sealed chunks in, verified plaintext out, in file order.
 
-    Each blob is checked against its address before it is opened; :meth:`finish`
+    Each blob is checked against its address as it is opened; :meth:`finish`
     checks the total size and whole-file BLAKE3. A chunk that fails any check
     changes nothing, so it can be retried with another holder's copy.
     """
 
     def __new__(cls, *, parallel: bool = True) -> Self:
-        """With ``parallel``, hashing a chunk of 128 KiB or more uses all cores."""
+        """With ``parallel``, hashing a chunk's plaintext of 128 KiB or more into
+        the whole-file BLAKE3 uses all cores."""
     def open_chunk(self, address: Buffer, key: Buffer, sealed: Buffer, plain_length: int) -> bytes:
-        """Verify, open and return one chunk's plaintext.
+        """:func:`open_blob`, then :meth:`add_opened`: the next chunk's verified plaintext.
 
         Raises ``AddressMismatchError`` if ``sealed`` does not hash to
         ``address``, ``TruncatedError``/``TrailingDataError`` if its length does
         not match ``plain_length``, and the errors of :func:`open`.
+        """
+    def add_opened(self, plain: Buffer) -> None:
+        """Take the next chunk's plaintext, which :func:`open_blob` verified and opened.
+
+        Counts it into :attr:`size` and the whole-file BLAKE3 that
+        :meth:`finish` checks.
         """
     def finish(self, expected_size: int, expected_blake3: Buffer) -> None:
         """Raise ``FileMismatchError`` unless the plaintext so far has this size and BLAKE3."""

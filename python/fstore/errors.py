@@ -24,6 +24,19 @@ class InvalidNameError(InvalidArgumentError):
     """
 
 
+class UnsafePathError(InvalidArgumentError):
+    """A path in a tree would land outside the directory it belongs in.
+
+    An absolute path, a ``..`` segment, a symbolic link whose target leaves the
+    tree, or a write that would go through a link already in the target. The
+    message names the entry. Nothing is written outside the target.
+    """
+
+
+class WrongKindError(InvalidArgumentError):
+    """A directory was named where a file is wanted, or a file where a directory is."""
+
+
 class AlreadyFinalizedError(FstoreError):
     """A streaming object was used after ``finalize``/``finish`` or after a failure.
 
@@ -194,5 +207,7 @@ __all__ = [
     "TamperedError",
     "TrailingDataError",
     "TruncatedError",
+    "UnsafePathError",
     "WrongKeyError",
+    "WrongKindError",
 ]

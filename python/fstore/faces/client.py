@@ -26,7 +26,9 @@ a bad one, or one that is not valid UTF-8, is a usage error.
 Exit codes:
 
 - 0: success;
-- 1: the node reported an error (its code and message are printed);
+- 1: the node reported an error (its code and message are printed), or
+  ``get -r`` refused entries that would land outside its target
+  (``unsafe_path``; the rest is restored);
 - 2: usage error: bad arguments, or a local file that cannot be read or
   written (an existing output file without ``--force``);
 - 3: no node answers at the chosen address, or the connection to it was lost;
@@ -38,12 +40,15 @@ Exit codes:
 
 A reader that closes stdout early (``fstore ls | head -1``) ends the command
 quietly, with exit code 0: what it did not read, it did not want.
+
+Directory trees (``put -r``, ``get -r``, ``ls NAME/``) are ``fstore.faces.treecmd``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -70,7 +75,9 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ende
 
 DEFAULT_NODE = "http://127.0.0.1:13000"
 HTTP_ADDR_FILE = "http.addr"
-CAPABILITY_PREFIX = "fs1:"
+CAPABILITY_PREFIXES = ("fs1:", "fsd1:")
+DIR_CAPABILITY_PREFIX = "fsd1:"
+TAR_TYPE = "application/x-tar"
 PIECE = 1 << 20  # bytes per read and write of a transfer
 CONNECT_TIMEOUT = 10.0
 IO_TIMEOUT = 600.0  # a put is answered once its last chunks are replicated
@@ -79,7 +86,8 @@ MAX_ERROR_BODY = 64 << 10
 EXIT_CODES = """\
 exit codes:
   0  success
-  1  the node reported an error (printed as "fstore: <code>: <message>")
+  1  the node reported an error (printed as "fstore: <code>: <message>"), or
+     get -r refused entries that would land outside its target (unsafe_path)
   2  usage error (bad arguments; a local file that cannot be read or written)
   3  no node answers at the chosen address, or the connection was lost
   4  integrity failure: the bytes received do not match the file's BLAKE3
@@ -416,6 +424,13 @@ class Body:
 
 
 def put(api: Api, args: argparse.Namespace) -> None:
+    if args.recursive:
+        from fstore.faces.treecmd import put_tree
+
+        put_tree(api, args)
+        return
+    if args.file != "-" and os.path.isdir(args.file):
+        raise usage_error(f"{args.file} is a directory: store it with put -r")
     name = put_name(args)
     what = "stdin" if args.file == "-" else args.file
     body: Body | None = None
@@ -467,7 +482,7 @@ def warn_if_few_copies(entry: Any) -> None:
 
 
 def is_capability(target: str) -> bool:
-    return target.startswith(CAPABILITY_PREFIX)
+    return target.startswith(CAPABILITY_PREFIXES)
 
 
 def output_path(args: argparse.Namespace) -> Path | None:
@@ -480,7 +495,7 @@ def output_path(args: argparse.Namespace) -> Path | None:
         path = Path(args.output)
     else:
         base = args.target.rpartition("/")[2]
-        if is_capability(args.target) or base in ("", ".", ".."):
+        if is_capability(base) or base in ("", ".", ".."):
             raise usage_error(f"choose where to write {args.target} with -o FILE (- for stdout)")
         path = Path(base)
     if not args.force and os.path.lexists(path):
@@ -551,35 +566,89 @@ def expected_blake3(response: HTTPResponse) -> str:
 
 
 def receive(api: Api, response: HTTPResponse, out: IO[bytes], meter: Meter) -> None:
-    """Copy the response body to ``out`` in pieces, every piece seen by ``meter``."""
+    """Copy the response body to ``out`` in pieces, every piece seen by ``meter``.
+
+    Two buffers take turns: while one piece is hashed and written (on a worker
+    thread; both release the GIL), the next is received into the other.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    buffers = [memoryview(bytearray(PIECE)) for _ in range(2)]
+
+    def take(piece: memoryview) -> None:
+        meter.update(piece)
+        out.write(piece)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="fstore-get") as worker:
+        taking: Future[None] | None = None
+        received = 0
+        for turn in itertools.count():
+            # The piece last held in this buffer was taken before the one in flight began.
+            n = read_piece(api, response, buffers[turn % 2], received)
+            if taking is not None:
+                taking.result()  # in order, and any error of writing raised here
+            if not n:
+                return
+            received += n
+            taking = worker.submit(take, buffers[turn % 2][:n])
+
+
+def read_piece(api: Api, response: HTTPResponse, view: memoryview, received: int) -> int:
+    """Fill ``view`` from the body (fewer bytes only at its end); 0 at the end."""
     import http.client
 
-    announced = "?" if response.length is None else f"{response.length:,}"
-    view = memoryview(bytearray(PIECE))
-    while True:
-        try:
-            n = response.readinto(view)
-        except http.client.IncompleteRead:
-            raise Failure(
-                EXIT_INTEGRITY,
-                f"integrity: the download ended after {meter.size:,} of {announced} bytes "
-                "(the node's log may say why)",
-            ) from None
-        except (OSError, http.client.HTTPException) as e:
-            raise api.lost(e) from None
-        if not n:
-            return
-        meter.update(view[:n])
-        out.write(view[:n])
+    try:
+        return response.readinto(view)
+    except http.client.IncompleteRead:
+        announced = "?" if response.length is None else f"{response.length:,}"
+        raise Failure(
+            EXIT_INTEGRITY,
+            f"integrity: the download ended after {received:,} of {announced} bytes "
+            "(the node's log may say why)",
+        ) from None
+    except (OSError, http.client.HTTPException) as e:
+        raise api.lost(e) from None
+
+
+def checked_capability(text: str) -> str:
+    """``text`` if it is a well-formed capability (``fs1:``, ``fsd1:``); else a usage error."""
+    from fstore.errors import InvalidCapabilityError
+    from fstore.formats.capability import Capability, DirCapability
+
+    kind = DirCapability if text.startswith(DIR_CAPABILITY_PREFIX) else Capability
+    try:
+        kind.parse(text)
+    except InvalidCapabilityError as e:
+        raise usage_error(f"invalid capability: {e}") from None
+    return text
+
+
+def file_path(target: str) -> str:
+    """The API path of the file ``target`` names: a name (``/`` inside it as ``%2F``: the
+    node finds where a tree's name ends), a capability, or a path below a directory's."""
+    if not is_capability(target):
+        return "/v1/files/" + path_segment(checked_name(target))
+    capability, _, inside = target.partition("/")
+    checked_capability(capability)
+    segments = [path_segment(s) for s in inside.split("/")] if inside else []
+    return "/v1/caps/" + "/".join([capability, *segments])
 
 
 def get(api: Api, args: argparse.Namespace) -> None:
-    if not is_capability(args.target):
-        checked_name(args.target)
+    if args.recursive:
+        from fstore.faces.treecmd import get_tree
+
+        get_tree(api, args)
+        return
+    url = file_path(args.target)
     path = output_path(args)
-    kind = "caps" if is_capability(args.target) else "files"
     try:
-        response = api.request("GET", f"/v1/{kind}/{path_segment(args.target)}")
+        try:
+            response = api.request("GET", url)
+        except Failure as e:
+            if str(e).startswith("wrong_kind:") and "is a directory" in str(e):
+                e.args = (f"{e}; fetch a directory with get -r",)
+            raise
         expected = expected_blake3(response)
         with (
             open_output(path, args.force) as out,
@@ -603,6 +672,11 @@ def get_lines(result: Any) -> Iterator[str]:
 
 
 def ls(api: Api, args: argparse.Namespace) -> None:
+    if args.target is not None:
+        from fstore.faces.treecmd import ls_tree
+
+        ls_tree(api, args)
+        return
     emit(args, api.call("GET", "/v1/files"), ls_lines)
 
 
@@ -611,7 +685,8 @@ def ls_lines(listing: Any) -> Iterator[str]:
     width = max((len(f"{f['size']:,}") for f in files), default=0)
     for f in files:
         stored = datetime.fromtimestamp(f["stored_at"]).strftime("%Y-%m-%d %H:%M:%S")
-        yield f"{f['size']:>{width},}  {stored}  {f['name']}"
+        tree = str(f.get("capability", "")).startswith(DIR_CAPABILITY_PREFIX)
+        yield f"{f['size']:>{width},}  {stored}  {f['name']}{'/' if tree else ''}"
 
 
 def rm(api: Api, args: argparse.Namespace) -> None:
@@ -726,8 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
-    p = command("put", put, "store a file; prints its capability")
-    p.add_argument("file", metavar="FILE", help="the file to store; - reads stdin")
+    p = command("put", put, "store a file, or with -r a directory tree; prints its capability")
+    p.add_argument(
+        "file", metavar="FILE", help="the file (or with -r, directory) to store; - reads stdin"
+    )
     p.add_argument("--name", help="the name to store it under (default: FILE's base name)")
     p.add_argument(
         "--allow-degraded",
@@ -735,18 +812,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="store even if fewer than a majority of the replicas can take a copy (one is "
         "enough); repair makes the rest when the members return",
     )
+    p.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="store the directory FILE and everything in it (links as links, never followed)",
+    )
 
-    p = command("get", get, "fetch a file by name or capability; checks its BLAKE3")
-    p.add_argument("target", metavar="NAME|CAPABILITY", help="a stored name, or an fs1: capability")
+    p = command(
+        "get", get, "fetch a file (or with -r a directory tree) by name or capability; checks it"
+    )
+    p.add_argument(
+        "target",
+        metavar="NAME|CAPABILITY",
+        help="a stored name, NAME/path/inside a tree, or a capability (fs1:…, fsd1:…[/path])",
+    )
     p.add_argument(
         "-o",
         "--output",
         metavar="FILE",
-        help="where to write it; - writes to stdout (default: the name's base name, here)",
+        help="where to write it; - writes to stdout (default: the name's base name, here); "
+        "with -r the directory to restore into",
     )
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite an existing output file (with -r: restore into a non-empty directory)",
+    )
+    p.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="restore the whole directory tree, with modes and mtimes",
+    )
 
-    command("ls", ls, "list the names of the node's namespace")
+    p = command("ls", ls, "list the names of the namespace, or one level of a directory tree")
+    p.add_argument(
+        "target",
+        nargs="?",
+        metavar="NAME/|NAME/path/",
+        help="a directory: a tree's name, a path inside it, or a fsd1: capability",
+    )
     p = command("rm", rm, "delete a name")
     p.add_argument("name", metavar="NAME")
     command("peers", peers, "list the node's linked peers")

@@ -12,6 +12,12 @@ the connection early, and the client sees fewer bytes than ``Content-Length``.
 For the same reason the last chunk of a whole file is sent only after the
 whole file's BLAKE3 has been checked.
 
+A stored directory tree is read below its name: ``/v1/files/{name}/`` lists
+one level as JSON (streamed, entry by entry), ``/v1/files/{name}/{path}``
+streams one file, and ``?format=tar`` streams a whole (sub)tree as a tar, never
+held whole; a ``PUT`` with ``?format=tar`` stores the tree a tar body holds.
+The same works below ``/v1/caps/{capability}/`` for ``fsd1:`` capabilities.
+
 Errors are JSON, ``{"error": {"code", "message"}}``, made in one middleware
 from the :mod:`fstore.errors` hierarchy (and, for requests aiohttp cannot
 parse, by :mod:`fstore.faces.http_protocol`); another middleware times every
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -48,13 +55,24 @@ from fstore.errors import (
     InvalidCapabilityError,
     InvalidNameError,
     NotFoundError,
+    UnsafePathError,
+    WrongKindError,
 )
 from fstore.faces.http_protocol import ApiRunner, RateLimitedLog, error_response
-from fstore.formats.capability import Capability
+from fstore.formats.capability import Capability, DirCapability
+from fstore.formats.directory import (
+    TreeDir,
+    TreeEntry,
+    TreeFile,
+    TreeLink,
+    check_segment,
+    kind_of,
+)
 from fstore.formats.names import decode_name
-from fstore.node import PIECE_SIZE, FileEntry, Node
+from fstore.node import PIECE_SIZE, FileEntry, FileView, Located, Node, TreeStoreResult
 from fstore.node.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fstore.node.metrics import NodeMetrics
+from fstore.node.trees import capability_of
 
 __all__ = [
     "ApiError",
@@ -69,6 +87,10 @@ log = logging.getLogger(__name__)
 
 FILE_ROUTE = "/v1/files/{name}"
 CAP_ROUTE = "/v1/caps/{capability}"
+TREE_ROUTE = "/v1/files/{name}/{path:.*}"
+CAP_TREE_ROUTE = "/v1/caps/{capability}/{path:.*}"
+TAR_TYPE = "application/x-tar"
+LISTING_PIECE = 256 * 1024  # bytes of a listing's JSON gathered before they are sent
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 SHUTDOWN_TIMEOUT = 5.0  # seconds a stopping node lets requests in flight finish
 BODY_IDLE_TIMEOUT = 30.0  # seconds an upload may send no body bytes before a 408
@@ -76,6 +98,8 @@ BODY_IDLE_TIMEOUT = 30.0  # seconds an upload may send no body bytes before a 40
 # The fstore errors a request can fail with, most specific first.
 _STATUSES: tuple[tuple[type[FstoreError], int, str], ...] = (
     (InvalidNameError, 400, "invalid_name"),
+    (UnsafePathError, 400, "unsafe_path"),
+    (WrongKindError, 400, "wrong_kind"),
     (InvalidArgumentError, 400, "bad_request"),
     (InvalidCapabilityError, 400, "bad_request"),
     (NotFoundError, 404, "not_found"),
@@ -194,6 +218,40 @@ def _path_name(request: web.Request) -> str:
     return name_in_path(request.rel_url.raw_name)
 
 
+def path_in_tree(raw: str) -> tuple[tuple[str, ...], bool]:
+    """The segments of a percent-encoded path below a tree's name, and whether it ends in ``/``.
+
+    Each segment is decoded strictly, like a name, and must be able to name an
+    entry: a ``..`` is :class:`UnsafePathError`, an empty segment (``a//b``) or
+    one with ``%2F`` in it :class:`InvalidNameError`.
+    """
+    directory_wanted = raw == "" or raw.endswith("/")
+    parts = raw.removesuffix("/").split("/") if raw.removesuffix("/") else []
+    segments = []
+    for part in parts:
+        if _MALFORMED_ESCAPE.search(part):
+            raise InvalidNameError(f"a malformed percent escape in the path {raw!r}")
+        try:
+            segment = unquote_to_bytes(part).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidNameError(f"the path {raw!r} is not UTF-8") from None
+        if segment == "..":
+            raise UnsafePathError(f"a path inside a tree cannot go up ('..'): {raw!r}")
+        if not segment:
+            raise InvalidNameError(f"an empty segment in the path {raw!r}")
+        segments.append(check_segment(segment))
+    return tuple(segments), directory_wanted
+
+
+def _tree_target(request: web.Request, route_prefix: str) -> tuple[str, tuple[str, ...], bool]:
+    """(the name or capability, the path below it, whether a directory is asked for)."""
+    raw = request.rel_url.raw_path.removeprefix(route_prefix)
+    first, _, rest = raw.partition("/")
+    target = request.match_info["capability"] if route_prefix == "/v1/caps/" else None
+    path, directory_wanted = path_in_tree(rest)
+    return target or name_in_path(first), path, directory_wanted
+
+
 def _number(text: str, header: str) -> int:
     text = text.strip()
     if not (text.isascii() and text.isdigit()):
@@ -229,6 +287,46 @@ def _flag(request: web.Request, name: str) -> bool | None:
     if text.lower() in ("0", "false", "no"):
         return False
     raise bad_request(f"{name} must be 1 or 0, not {text!r}")
+
+
+def _tree_json(result: TreeStoreResult, replicas: int) -> dict[str, Any]:
+    return {
+        "name": result.name,
+        "kind": "dir",
+        "size": result.size,
+        "blake3": "",
+        "stored_at": result.stored_at,
+        "capability": result.capability,
+        "files": result.files,
+        "dirs": result.dirs,
+        "symlinks": result.symlinks,
+        "new_bytes": result.new_bytes,
+        "reused_bytes": result.reused_bytes,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
+        "copies": result.replicas,
+        "replicas": replicas,
+    }
+
+
+def tree_entry_json(entry: TreeEntry) -> dict[str, Any]:
+    """One entry of a directory listing (docs/API.md)."""
+    fields: dict[str, Any] = {
+        "name": entry.name,
+        "kind": kind_of(entry),
+        "mode": entry.mode,
+        "mtime_ns": entry.mtime_ns,
+    }
+    if isinstance(entry, TreeFile):
+        fields["size"] = entry.size
+        fields["blake3"] = entry.blake3.hex()
+    elif isinstance(entry, TreeDir):
+        fields["files"] = entry.files
+        fields["size"] = entry.size
+    else:
+        fields["target"] = entry.target
+    if not isinstance(entry, TreeLink):
+        fields["capability"] = capability_of(entry)
+    return fields
 
 
 def _route_of(request: web.Request) -> str:
@@ -360,6 +458,30 @@ async def _send_pieces(
     return response
 
 
+async def _listing_json(
+    head: dict[str, Any], entries: AsyncGenerator[TreeEntry, None]
+) -> AsyncGenerator[bytes, None]:
+    """``head`` with ``"entries": [...]`` added, as JSON in pieces of about LISTING_PIECE."""
+    out = bytearray(json.dumps(head)[:-1].encode() + b', "entries": [')
+    separator = b""
+    async with contextlib.aclosing(entries):
+        async for entry in entries:
+            out += separator + json.dumps(tree_entry_json(entry)).encode()
+            separator = b", "
+            if len(out) >= LISTING_PIECE:
+                yield bytes(out)
+                out.clear()
+    yield bytes(out) + b"]}"
+
+
+def _check_capability(text: str) -> None:
+    """A 400 for anything but a file or directory capability, never read as a name."""
+    if DirCapability.looks_like(text):
+        DirCapability.parse(text)
+    else:
+        Capability.parse(text)
+
+
 # --- the handlers --------------------------------------------------------------------------
 
 
@@ -377,6 +499,13 @@ class _Api:
         name = _path_name(request)
         degraded = _flag(request, "allow_degraded")
         body = _body_pieces(request, self.body_idle_timeout)
+        form = request.query.get("format")
+        if form == "tar":
+            tree = await self.node.store_tar(name, body)
+            tree_json = _tree_json(tree, self.node.replicas)
+            return web.json_response(tree_json, status=201, headers={hdrs.LOCATION: request.path})
+        if form is not None:
+            raise bad_request(f"unknown format {form!r}: a PUT takes format=tar or none")
         result = await self.node.store(name, body, allow_degraded=degraded)
         entry = FileEntry(
             result.name, result.size, result.blake3, result.stored_at, result.capability
@@ -388,35 +517,99 @@ class _Api:
         return web.json_response(stored, status=201, headers=headers)
 
     async def get_file(self, request: web.Request) -> web.StreamResponse:
-        return await self._send_file(request, _path_name(request))
+        located = await self.node.locate(_path_name(request))
+        return await self._send(request, located, directory_wanted=False)
 
     async def get_capability(self, request: web.Request) -> web.StreamResponse:
         text = request.match_info["capability"]
-        Capability.parse(text)  # anything else is a 400, never read as a name
-        return await self._send_file(request, text)
+        _check_capability(text)
+        return await self._send(request, await self.node.locate(text), directory_wanted=False)
 
-    async def _send_file(self, request: web.Request, target: str) -> web.StreamResponse:
+    async def get_in_tree(self, request: web.Request) -> web.StreamResponse:
+        target, path, directory_wanted = _tree_target(request, "/v1/files/")
+        located = await self.node.locate(target, path)
+        return await self._send(request, located, directory_wanted)
+
+    async def get_in_capability(self, request: web.Request) -> web.StreamResponse:
+        target, path, directory_wanted = _tree_target(request, "/v1/caps/")
+        _check_capability(target)
+        located = await self.node.locate(target, path)
+        return await self._send(request, located, directory_wanted)
+
+    async def _send(
+        self, request: web.Request, located: Located, directory_wanted: bool
+    ) -> web.StreamResponse:
+        """A file, a directory's listing (a path ending in ``/``), or a tree as a tar."""
+        form = request.query.get("format")
+        if form not in (None, "tar", "json"):
+            raise bad_request(f"unknown format {form!r}: format=tar, format=json or none")
+        if directory_wanted or form is not None:
+            if located.directory is None:
+                raise WrongKindError(f"{located.label} is not a directory")
+            if form == "tar":
+                return await self._send_tar(request, located)
+            return await self._send_listing(request, located)
+        if located.is_directory:
+            raise WrongKindError(
+                f"{located.label} is a directory: a path ending in / lists it, ?format=tar "
+                "fetches it whole"
+            )
+        return await self._send_file(request, await self.node.trees.file(located))
+
+    async def _send_file(self, request: web.Request, view: FileView) -> web.StreamResponse:
         """GET and HEAD of a file: whole, one range, or 304 Not Modified."""
-        _, manifest = await self.node.manifest(target)
-        etag = f'"{manifest.blake3.hex()}"'
+        etag = f'"{view.blake3.hex()}"'
         headers = {hdrs.ETAG: etag, hdrs.ACCEPT_RANGES: "bytes"}
         if _etag_listed(request.headers.get(hdrs.IF_NONE_MATCH), etag):
             return web.Response(status=304, headers=headers)
-        start, end = 0, manifest.size
+        start, end = 0, view.size
         status = 200
         header = request.headers.get(hdrs.RANGE)
         # If-Range naming another version of the file asks for the whole of this one.
         if header is not None and request.headers.get(hdrs.IF_RANGE, etag) == etag:
-            start, end = parse_range(header, manifest.size)
+            start, end = parse_range(header, view.size)
             status = 206
-            headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{manifest.size}"
+            headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{view.size}"
         headers[hdrs.CONTENT_TYPE] = "application/octet-stream"
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = end - start
         if request.method == hdrs.METH_HEAD:
             await response.prepare(request)
             return response
-        return await _send_pieces(request, response, self.node.read_range(manifest, start, end))
+        return await _send_pieces(request, response, view.read(start, end))
+
+    async def _send_listing(self, request: web.Request, located: Located) -> web.StreamResponse:
+        """One level of a directory as JSON, streamed entry by entry."""
+        assert located.directory is not None
+        totals = await self.node.trees.totals(located.directory)
+        head = {
+            "target": located.label,
+            "capability": located.capability,
+            "count": totals.entries,
+            "files": totals.files,
+            "size": totals.size,
+        }
+        response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "application/json"})
+        if request.method == hdrs.METH_HEAD:
+            await response.prepare(request)
+            return response
+        entries = self.node.trees.entries(located.directory)
+        return await _send_pieces(request, response, _listing_json(head, entries))
+
+    async def _send_tar(self, request: web.Request, located: Located) -> web.StreamResponse:
+        """A directory and everything below it as a tar stream (GNU tar, bsdtar read it)."""
+        assert located.directory is not None
+        totals = await self.node.trees.totals(located.directory)
+        headers = {
+            hdrs.CONTENT_TYPE: TAR_TYPE,
+            "X-Fstore-Files": str(totals.files),
+            "X-Fstore-Bytes": str(totals.size),
+        }
+        response = web.StreamResponse(headers=headers)
+        if request.method == hdrs.METH_HEAD:
+            await response.prepare(request)
+            return response
+        return await _send_pieces(request, response, self.node.trees.tar(located.directory))
 
     async def delete_file(self, request: web.Request) -> web.Response:
         await self.node.delete(_path_name(request))
@@ -473,6 +666,8 @@ def create_app(node: Node, *, body_idle_timeout: float = BODY_IDLE_TIMEOUT) -> w
     app.router.add_delete(FILE_ROUTE, api.delete_file)
     app.router.add_get("/v1/files", api.list_files)
     app.router.add_get(CAP_ROUTE, api.get_capability)
+    app.router.add_get(TREE_ROUTE, api.get_in_tree)
+    app.router.add_get(CAP_TREE_ROUTE, api.get_in_capability)
     app.router.add_get("/v1/peers", api.peers)
     app.router.add_get("/v1/status", api.status)
     app.router.add_get("/v1/openapi.json", api.openapi)
@@ -562,7 +757,31 @@ _NAME = _parameter(
     "not starting like a capability such as fs1:; / as %2F)",
     required=True,
 )
-_CAPABILITY = _parameter("capability", "path", "a capability, fs1:…", required=True)
+_CAPABILITY = _parameter(
+    "capability", "path", "a capability, fs1:… (a file) or fsd1:… (a directory)", required=True
+)
+_PATH = _parameter(
+    "path",
+    "path",
+    "a path inside the tree, segments percent-encoded UTF-8; ending in / (or empty) names a "
+    "directory, whose listing is answered",
+    required=True,
+)
+_FORMAT = {
+    "name": "format",
+    "in": "query",
+    "required": False,
+    "description": "tar: the directory and everything below it as a tar stream; json: its "
+    "listing (the default for a path ending in /)",
+    "schema": {"type": "string", "enum": ["tar", "json"]},
+}
+_PUT_FORMAT = {
+    "name": "format",
+    "in": "query",
+    "required": False,
+    "description": "tar: the body is a tar stream; the tree it holds is stored",
+    "schema": {"type": "string", "enum": ["tar"]},
+}
 _RANGE = _parameter("Range", "header", "one range: bytes=A-B, bytes=A- or bytes=-N", required=False)
 _BYTES = {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
 _FILE_HEADERS = {
@@ -581,6 +800,28 @@ _DOWNLOAD = {
 }
 _INT = {"type": "integer"}
 _STR = {"type": "string"}
+_TAR_HEADERS = {
+    "X-Fstore-Files": {"description": "regular files in the tree", "schema": _INT},
+    "X-Fstore-Bytes": {"description": "their bytes", "schema": _INT},
+}
+_IN_TREE = {
+    "parameters": [_RANGE, _FORMAT],
+    "responses": {
+        "200": {
+            "description": "a file's bytes; for a directory its listing, or with format=tar "
+            "the tree as a tar stream (chunked)",
+            "headers": {**_FILE_HEADERS, **_TAR_HEADERS},
+            "content": {
+                "application/octet-stream": {"schema": _STR},
+                "application/json": {"schema": {"$ref": "#/components/schemas/Listing"}},
+                TAR_TYPE: {"schema": _STR},
+            },
+        },
+        "206": {"description": "the bytes of the range", "headers": _FILE_HEADERS, **_BYTES},
+        "304": {"description": "If-None-Match named the ETag"},
+        **_errors_of(400, 404, 416, 422),
+    },
+}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -593,10 +834,24 @@ OPENAPI: dict[str, Any] = {
         "/v1/files/{name}": {
             "parameters": [_NAME],
             "put": {
-                "summary": "store the request body under the name (streamed)",
+                "summary": "store the request body under the name (streamed); with "
+                "format=tar, the tree the tar body holds",
+                "parameters": [_PUT_FORMAT],
                 "requestBody": {"required": True, **_BYTES},
                 "responses": {
-                    **_json_answer(201, "stored", "StoredFile"),
+                    "201": {
+                        "description": "stored: a StoredFile, or with format=tar a StoredTree",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/StoredFile"},
+                                        {"$ref": "#/components/schemas/StoredTree"},
+                                    ]
+                                }
+                            }
+                        },
+                    },
                     **_errors_of(400, 408, 411, 413, 503, 507),
                 },
             },
@@ -616,6 +871,16 @@ OPENAPI: dict[str, Any] = {
         "/v1/caps/{capability}": {
             "parameters": [_CAPABILITY],
             "get": {"summary": "the bytes of the file a capability names", **_DOWNLOAD},
+        },
+        "/v1/files/{name}/{path}": {
+            "parameters": [_NAME, _PATH],
+            "get": {"summary": "a file or directory inside the tree stored as name", **_IN_TREE},
+            "head": {"summary": "the headers of the GET", **_IN_TREE},
+        },
+        "/v1/caps/{capability}/{path}": {
+            "parameters": [_CAPABILITY, _PATH],
+            "get": {"summary": "a file or directory inside a directory capability", **_IN_TREE},
+            "head": {"summary": "the headers of the GET", **_IN_TREE},
         },
         "/v1/peers": {
             "get": {
@@ -676,6 +941,71 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                 ],
+            },
+            "StoredTree": {
+                "type": "object",
+                "required": ["name", "kind", "capability", "files", "size", "new_bytes"],
+                "properties": {
+                    "name": _STR,
+                    "kind": {"type": "string", "const": "dir"},
+                    "size": {"type": "integer", "description": "bytes of every file"},
+                    "blake3": {"type": "string", "description": "empty for a tree"},
+                    "stored_at": {"type": "number"},
+                    "capability": {"type": "string", "description": "fsd1:…"},
+                    "files": _INT,
+                    "dirs": _INT,
+                    "symlinks": _INT,
+                    "new_bytes": {
+                        "type": "integer",
+                        "description": "blob bytes this store sent to the network (each once)",
+                    },
+                    "reused_bytes": {
+                        "type": "integer",
+                        "description": "blob bytes found already stored (unchanged parts)",
+                    },
+                    "skipped": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"path": _STR, "reason": _STR},
+                        },
+                    },
+                    "copies": _INT,
+                    "replicas": _INT,
+                },
+            },
+            "TreeEntry": {
+                "type": "object",
+                "required": ["name", "kind", "mode", "mtime_ns"],
+                "properties": {
+                    "name": _STR,
+                    "kind": {"type": "string", "enum": ["file", "dir", "symlink"]},
+                    "mode": {"type": "integer", "description": "permission bits, 0 to 0o7777"},
+                    "mtime_ns": {"type": "integer", "description": "nanoseconds since the epoch"},
+                    "size": {"type": "integer", "description": "a file's; a directory's files'"},
+                    "blake3": {"type": "string", "description": "a file's, hex"},
+                    "files": {"type": "integer", "description": "a directory's, all below it"},
+                    "target": {"type": "string", "description": "a link's"},
+                    "capability": {
+                        "type": ["string", "null"],
+                        "description": "fsd1:… of a directory, fs1:… of a large file; null "
+                        "for a small file (sealed inside its directory)",
+                    },
+                },
+            },
+            "Listing": {
+                "type": "object",
+                "properties": {
+                    "target": _STR,
+                    "capability": {"type": "string", "description": "fsd1:… of this directory"},
+                    "count": {"type": "integer", "description": "its entries"},
+                    "files": _INT,
+                    "size": _INT,
+                    "entries": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/TreeEntry"},
+                    },
+                },
             },
             "FileList": {
                 "type": "object",

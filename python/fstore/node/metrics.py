@@ -90,6 +90,10 @@ class NodeMetrics:
         self.scrub_bad = self._counter(
             "fstore_scrub_bad_blobs", "Blobs the scrubber found not matching their address."
         )
+        self.tree_nodes_fetched = self._counter(
+            "fstore_tree_nodes_fetched",
+            "Directory nodes fetched (from this node's disk or a peer) and opened.",
+        )
         self.peers_rejected = self._counter(
             "fstore_peers_rejected",
             "Connections dropped because the peer did not prove it is a network member.",

@@ -26,9 +26,9 @@ from fstore.errors import (
 from fstore.formats.names import check_name
 from fstore.formats.records import HybridClock, NameKeys, NameValue, Version
 from fstore.net.link import PeerLink
+from fstore.node.local import LocalBlobs
 from fstore.node.peers import Peers
 from fstore.node.replication import Replicator, request_patiently
-from fstore.storage.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -47,37 +47,50 @@ class FileEntry:
 
 class Names:
     def __init__(
-        self, keys: NameKeys, catalog: Catalog, peers: Peers, replicator: Replicator
+        self, keys: NameKeys, local: LocalBlobs, peers: Peers, replicator: Replicator
     ) -> None:
         self.keys = keys
-        self.catalog = catalog
+        self.local = local
+        self.catalog = local.catalog
         self.peers = peers
         self.replicator = replicator
         self._clock = HybridClock()
 
     async def put(self, value: NameValue, *, allow_degraded: bool = False) -> int:
-        """Seal and replicate the record of ``value``; returns the durable copies."""
+        """Seal and replicate the record of ``value``; returns the durable copies.
+
+        The writer always keeps its own names too, so ``list`` works offline:
+        its own copy is committed alongside the copies sent to the closest
+        members, and counts as one when it is among them.
+        """
         locator = self.keys.locator(value.name)
         version: Version = (self._clock.now(self._latest_version(locator)), self.peers.node_id)
         record = self.keys.seal(value, locator, version)
-        # The writer always keeps its own names too, so `list` works offline.
-        self.catalog.put_record(locator, record, version)
-        return await self.replicator.replicate(
-            locator,
-            f"name record for {value.name!r}",
-            lambda node: self._put_record_on(node, locator, record, version),
-            allow_degraded=allow_degraded,
-        )
+        own = asyncio.ensure_future(self.local.put_record(locator, record, version))
+        try:
+            return await self.replicator.replicate(
+                locator,
+                f"name record for {value.name!r}",
+                lambda node: self._put_record_on(node, locator, record, version, own),
+                allow_degraded=allow_degraded,
+            )
+        finally:
+            await own
 
     def _latest_version(self, locator: bytes) -> int:
         held = self.catalog.get_record(locator)
         return held[1][0] if held else 0
 
     async def _put_record_on(
-        self, node: bytes, locator: bytes, record: bytes, version: Version
+        self,
+        node: bytes,
+        locator: bytes,
+        record: bytes,
+        version: Version,
+        own: asyncio.Future[bool],
     ) -> None:
         if node == self.peers.node_id:
-            self.catalog.put_record(locator, record, version)
+            await asyncio.shield(own)
             return
         link = self.peers.link(node)
         if link is None:
@@ -85,7 +98,7 @@ class Names:
         meta = {"loc": locator, "rec": record, "ver": list(version)}
         await request_patiently(link, "put_record", meta)
 
-    def keep(self, locator: bytes, record: bytes, version: Version, source: str) -> bool:
+    async def keep(self, locator: bytes, record: bytes, version: Version, source: str) -> bool:
         """Keep a record a peer sent if it is newer than the one held; whether it was kept.
 
         Storage is "highest version wins": a holder outside the record's namespace
@@ -109,7 +122,7 @@ class Names:
                 version[1].hex()[:12],
             )
             return False
-        return self.catalog.put_record(locator, record, version)
+        return await self.local.put_record(locator, record, version)
 
     def opens(self, locator: bytes, record: bytes, version: Version) -> bool:
         """Whether ``record`` is one of this namespace's, sealed for ``locator`` at ``version``."""

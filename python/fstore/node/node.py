@@ -8,17 +8,19 @@ what they need; this class wires them together and owns what they share.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fstore.errors import InvalidArgumentError
-from fstore.formats.capability import Capability
+from fstore.errors import InvalidArgumentError, WrongKindError
+from fstore.formats.capability import Capability, DirCapability
+from fstore.formats.directory import TreeEntry
 from fstore.formats.manifest import Manifest
 from fstore.formats.names import check_name
 from fstore.formats.records import NameKeys
@@ -35,6 +37,7 @@ from fstore.node.repair import REPAIR_INTERVAL, REPAIR_RATE, Repair
 from fstore.node.replication import Replicator
 from fstore.node.scrub import SCRUB_INTERVAL, SCRUB_RATE, Scrub
 from fstore.node.service import Service
+from fstore.node.trees import FileView, Located, TreeRestoreResult, Trees, TreeStoreResult
 from fstore.node.writer import Source, StoreResult, Writer
 from fstore.storage.blobs import BlobStore
 from fstore.storage.catalog import Catalog
@@ -111,7 +114,7 @@ class Node:
             self._peers = Peers(self.node_id, repair_after)
             self._local = LocalBlobs(self.blobs, self.catalog)
             replicator = Replicator(self._peers, self._local, replicas, self.metrics)
-            self.names = Names(NameKeys(secret), self.catalog, self._peers, replicator)
+            self.names = Names(NameKeys(secret), self._local, self._peers, replicator)
             self.writer = Writer(
                 secret, self.catalog, self._local, replicator, self.names, self.metrics
             )
@@ -129,6 +132,15 @@ class Node:
             )
             self.scrub = Scrub(
                 self._local, self.repair, self.metrics, rate_mb=scrub_rate, interval=scrub_interval
+            )
+            self.trees = Trees(
+                secret,
+                self.writer,
+                self.reader,
+                self.names,
+                self.catalog,
+                self.metrics,
+                self.data_dir,
             )
             self.service = Service(
                 self._peers,
@@ -172,6 +184,7 @@ class Node:
         log.info("node %s listening on %s", self.node_id.hex(), self.address)
 
     async def stop(self) -> None:
+        self.trees.close()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -179,7 +192,7 @@ class Node:
             await self._server.close()
         if self._peers.started:
             await self.members.stop()
-        await self._local.flush()
+        await self._local.close()
         self.catalog.close()
         self._lock.release()
 
@@ -270,10 +283,12 @@ class Node:
 
     async def manifest(self, name_or_capability: str) -> tuple[Capability, Manifest]:
         """A file's capability and opened manifest: its size, BLAKE3 and chunk list."""
-        if Capability.looks_like(name_or_capability):
-            cap = Capability.parse(name_or_capability)
-        else:
-            cap = Capability.parse((await self.names.resolve(name_or_capability)).capability or "")
+        text = name_or_capability
+        if not Capability.looks_like(text):
+            text = (await self.names.resolve(name_or_capability)).capability or ""
+        if DirCapability.looks_like(text):
+            raise WrongKindError(f"{name_or_capability!r} is a directory")
+        cap = Capability.parse(text)
         return cap, await self.reader.manifest(cap)
 
     async def get(self, name_or_capability: str) -> AsyncIterator[bytes]:
@@ -312,3 +327,55 @@ class Node:
     async def read(self, name_or_capability: str) -> bytes:
         """The whole file in memory: for small files and tests."""
         return b"".join([piece async for piece in self.get(name_or_capability)])
+
+    # --- directory trees ------------------------------------------------------------------
+
+    async def store_tree(self, name: str, path: str | os.PathLike[str]) -> TreeStoreResult:
+        """Store the local directory at ``path`` under ``name``, one ``fsd1:`` capability.
+
+        Links in it are stored as links, never followed; special files and
+        entries whose names break the name rules are skipped (``skipped``).
+        Storing a tree again sends only what changed, and replaces the name in
+        one step: readers see the old tree or the new one.
+        """
+        return await self.trees.store_path(name, path)
+
+    async def store_tar(self, name: str, pieces: AsyncIterable[bytes]) -> TreeStoreResult:
+        """Store the tree a tar stream holds under ``name``, read as it arrives.
+
+        A member with an absolute path or ``..`` refuses the whole tree
+        (:class:`UnsafePathError`); nothing is stored under the name.
+        """
+        return await self.trees.store_tar(name, pieces)
+
+    async def locate(self, target: str, inner: tuple[str, ...] = ()) -> Located:
+        """What ``target`` names: a name, ``name/path/inside``, or a capability (``fsd1:…``
+        with the path ``inner`` below it). See :meth:`Trees.locate` for the ``/`` rule."""
+        if DirCapability.looks_like(target) and "/" in target:
+            target, _, rest = target.partition("/")
+            inner = (*(s for s in rest.split("/") if s), *inner)
+        return await self.trees.locate(target, inner)
+
+    async def list_tree(self, target: str) -> builtins.list[TreeEntry]:
+        """The entries of one directory level of a tree (``name``, ``name/sub``, ``fsd1:…``)."""
+        located = await self.locate(target)
+        if located.directory is None:
+            raise WrongKindError(f"{located.label} is not a directory")
+        return [entry async for entry in self.trees.entries(located.directory)]
+
+    async def get_tree(self, target: str, destination: str | os.PathLike[str]) -> TreeRestoreResult:
+        """Restore the tree ``target`` names into the local directory ``destination``.
+
+        Modes (without setuid and setgid) and mtimes are restored; files appear
+        atomically. Nothing is written outside ``destination``: an entry that
+        would be (a link leaving the tree, a link already there in the way) is
+        refused, and :class:`UnsafePathError` names it once the rest is restored.
+        """
+        located = await self.locate(target)
+        if located.directory is None:
+            raise WrongKindError(f"{located.label} is not a directory")
+        return await self.trees.restore(located.directory, Path(destination))
+
+    async def open_file(self, target: str) -> FileView:
+        """A file by name, ``name/path/inside`` a tree, or capability: its size, BLAKE3, reader."""
+        return await self.trees.file(await self.locate(target))

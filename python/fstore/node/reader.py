@@ -12,7 +12,8 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import TypeVar
 
 from fstore import _native
 from fstore.errors import (
@@ -28,6 +29,7 @@ from fstore.node.hedge import Hedge
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
 from fstore.node.peers import Peers
+from fstore.storage.blobs import verify_address
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 # many 4 MiB blobs.
 GET_WINDOW = 4
 BUSY_RETRIES = 4
+
+T = TypeVar("T")
 
 
 class Reader:
@@ -52,7 +56,8 @@ class Reader:
     ) -> AsyncGenerator[bytes, None]:
         """Stream bytes ``start`` up to ``end`` (exclusive; default the end) of a file.
 
-        Only the chunks that overlap the range are fetched. Each blob is still
+        A small file's bytes are in its manifest (``manifest.inline``); of a
+        larger file, only the chunks that overlap the range are fetched. Each blob is still
         checked against its address and opened with its key (every record
         authenticated); the whole file's size and BLAKE3 can be checked only
         when the range is the whole file, and then are.
@@ -62,38 +67,39 @@ class Reader:
             raise InvalidArgumentError(
                 f"bytes {start} to {end} are not within a file of {manifest.size} bytes"
             )
+        if manifest.inline is not None:  # opened and checked with its manifest
+            if end > start:
+                self.metrics.served_bytes.inc(end - start)
+                yield manifest.inline[start:end]
+            return
         spans = _overlapping(manifest.chunks, start, end)
         # One core: chunks are opened one at a time here, and rayon workers that
         # idle-spin between 1 MiB jobs cost the network path more than they save.
         restore = _native.RestorePipeline(parallel=False)
-        blobs = self._fetch_ahead([ref for _, ref in spans])
-        async with contextlib.aclosing(blobs):
-            for offset, ref in spans:
-                blob = await anext(blobs)
-                plain = await asyncio.to_thread(
-                    restore.open_chunk, ref.address, ref.key, blob, ref.length
-                )
+        plains = self._fetch_ahead([ref for _, ref in spans])
+        async with contextlib.aclosing(plains):
+            for offset, _ref in spans:
+                plain = await anext(plains)
+                restore.add_opened(plain)
                 piece = plain[max(0, start - offset) : end - offset]
                 self.metrics.served_bytes.inc(len(piece))
                 yield piece
         if (start, end) == (0, manifest.size):
             restore.finish(manifest.size, manifest.blake3)
 
-    async def _fetch_ahead(
-        self, refs: Sequence[ChunkRef]
-    ) -> AsyncGenerator[bytes | memoryview, None]:
-        """The blobs of ``refs`` in order, up to GET_WINDOW fetched ahead.
+    async def _fetch_ahead(self, refs: Sequence[ChunkRef]) -> AsyncGenerator[bytes, None]:
+        """The opened chunks of ``refs`` in order, up to GET_WINDOW fetched ahead.
 
         When the get ends early (a failure, or the reader stopped), fetches still
         running are cancelled and the outcome of every one is collected, so a
         failed get leaves no "exception was never retrieved" behind.
         """
-        ahead: deque[asyncio.Task[bytes | memoryview]] = deque()
+        ahead: deque[asyncio.Task[bytes]] = deque()
         waiting = iter(refs)
 
         def top_up() -> None:
             for ref in itertools.islice(waiting, GET_WINDOW - len(ahead)):
-                ahead.append(asyncio.create_task(self.fetch_blob(ref.address, ref.length)))
+                ahead.append(asyncio.create_task(self.fetch_chunk(ref)))
 
         try:
             top_up()
@@ -110,7 +116,35 @@ class Reader:
     async def fetch_blob(
         self, address: bytes, size_hint: int = 0, *, background: bool = False
     ) -> bytes | memoryview:
-        """A blob whose bytes match its address: local first, then the closest holders.
+        """A blob whose bytes match its address (see :meth:`_fetch`)."""
+
+        def verified(blob: bytes | memoryview) -> bytes | memoryview:
+            verify_address(address, blob)
+            return blob
+
+        return await self._fetch(address, size_hint, background, verified)
+
+    async def fetch_chunk(self, ref: ChunkRef) -> bytes:
+        """A file chunk's plaintext: its blob fetched, checked against its address and
+        opened in one pass over the bytes (see :meth:`_fetch`)."""
+
+        def opened(blob: bytes | memoryview) -> bytes:
+            return _native.open_blob(ref.address, ref.key, blob, ref.length)
+
+        return await self._fetch(ref.address, ref.length, False, opened)
+
+    async def _fetch(
+        self,
+        address: bytes,
+        size_hint: int,
+        background: bool,
+        accept: Callable[[bytes | memoryview], T],
+    ) -> T:
+        """What ``accept`` makes of a good copy of a blob: local first, then the closest holders.
+
+        ``accept`` runs on a worker thread and raises :class:`AddressMismatchError`
+        for a copy that does not match the address; any other error it raises is
+        the blob's own (its bytes are right, so every copy has it) and ends the fetch.
 
         Holders are asked in XOR order, liars and overdue ones last; one that
         fails, lies or is gone is skipped, and one silent past its expected time
@@ -123,7 +157,7 @@ class Reader:
         """
         bad_copies = 0
         try:
-            local = await self.local.load(address)
+            local = await self.local.load_with(address, accept)
         except AddressMismatchError:
             self.metrics.verification_failed("disk")
             bad_copies += 1
@@ -152,8 +186,10 @@ class Reader:
                         if isinstance(result, BaseException):
                             raise result
                         self.metrics.blob_bytes_received.inc(len(result))
-                        if await asyncio.to_thread(_native.hash, result) == address:
-                            return result
+                        try:
+                            return await asyncio.to_thread(accept, result)
+                        except AddressMismatchError:
+                            pass
                         self.metrics.verification_failed("peer")
                         self.peers.record_lie(node)
                         bad_copies += 1

@@ -311,7 +311,7 @@ class Repair:
                 continue
             record = record_from_meta(response.meta)
             if record is not None:
-                self.names.keep(locator, record[0], record[1], link.describe())
+                await self.names.keep(locator, record[0], record[1], link.describe())
 
     async def _pull_forever(self) -> None:
         while True:

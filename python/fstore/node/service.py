@@ -111,7 +111,7 @@ class Service:
         if parsed is None:
             raise RemoteError("bad_request", "malformed record")
         locator, record, version = parsed
-        self.names.keep(locator, record, version, link.describe())
+        await self.names.keep(locator, record, version, link.describe())
         return Reply({})
 
     async def get_record(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:

@@ -12,13 +12,13 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from fstore import _native
 from fstore.errors import FileTooLargeError, FstoreError
 from fstore.formats.capability import Capability
-from fstore.formats.manifest import ChunkRef, Manifest
+from fstore.formats.manifest import INLINE_MAX, ChunkRef, Manifest
 from fstore.formats.records import NameValue
 from fstore.net import wire
 from fstore.node.local import LocalBlobs
@@ -34,7 +34,29 @@ PIECE_SIZE = 8 * 1024 * 1024
 # to about this many 4 MiB blobs.
 STORE_WINDOW = 6
 
-Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
+Source = (
+    bytes
+    | bytearray
+    | memoryview
+    | str
+    | os.PathLike[str]
+    | IO[bytes]
+    | AsyncIterable[bytes | memoryview]
+)
+
+
+@dataclass
+class BlobTally:
+    """Blob bytes a store put on the network anew, and those it found already there.
+
+    With ``defer_index`` the (id, address) of each new blob is kept in
+    ``new_ids`` for the caller to record in one catalog commit, not one each.
+    """
+
+    new: int = 0
+    reused: int = 0
+    defer_index: bool = False
+    new_ids: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,8 +99,33 @@ class Writer:
 
         Every blob needs a write quorum of durable copies, or the store fails and
         no name is written (``allow_degraded``: one copy is enough).
+        A file of at most INLINE_MAX bytes is carried inside its manifest (one
+        blob); a larger one is cut into chunk blobs.
         """
-        pipeline = _native.StorePipeline(self._namespace_secret)
+        pieces = _pieces(source)
+        head, more = await _head(pieces, INLINE_MAX)
+        if not more:
+            body = b"".join(head)
+            manifest = Manifest(len(body), _native.hash(body), (), meta or {}, inline=body)
+            return await self._finish(name, manifest, self.replicator.replicas, allow_degraded)
+        chained = _chained(head, pieces)
+        manifest, copies = await self.store_chunks(chained, meta, allow_degraded=allow_degraded)
+        return await self._finish(name, manifest, copies, allow_degraded)
+
+    async def store_chunks(
+        self,
+        source: Source,
+        meta: dict[str, Any] | None = None,
+        tally: BlobTally | None = None,
+        *,
+        parallel: bool = True,
+        allow_degraded: bool = False,
+    ) -> tuple[Manifest, int]:
+        """Chunk, seal and replicate ``source``: its manifest (not stored) and the fewest copies.
+
+        ``parallel`` False seals on one core: cheaper for a file of a few chunks.
+        """
+        pipeline = _native.StorePipeline(self._namespace_secret, parallel=parallel)
         refs: dict[int, ChunkRef] = {}
         window = asyncio.Semaphore(STORE_WINDOW)
         uploads: set[asyncio.Task[None]] = set()
@@ -88,7 +135,13 @@ class Writer:
         async def upload(chunk: _native.SealedChunk) -> None:
             nonlocal copies
             try:
-                address, written = await self._put_chunk(chunk, allow_degraded)
+                address, written = await self.put_deduplicated(
+                    chunk.chunk_id,
+                    chunk.address,
+                    chunk.sealed,
+                    tally,
+                    allow_degraded=allow_degraded,
+                )
                 copies = min(copies, written)
                 refs[chunk.offset] = ChunkRef(address, chunk.key, chunk.plain_length)
             except Exception as e:
@@ -116,13 +169,13 @@ class Writer:
                 task.cancel()
         if failure:
             raise failure[0]
+        chunks = tuple(refs[offset] for offset in sorted(refs))
+        return Manifest(pipeline.size, pipeline.blake3, chunks, meta or {}), copies
 
-        manifest = Manifest(
-            pipeline.size,
-            pipeline.blake3,
-            tuple(refs[offset] for offset in sorted(refs)),
-            meta or {},
-        )
+    async def _finish(
+        self, name: str, manifest: Manifest, copies: int, allow_degraded: bool
+    ) -> StoreResult:
+        """Seal and replicate the manifest, then name it; ``copies`` so far for the chunks."""
         file_key = _native.generate_key()
         sealed = manifest.seal(file_key)
         if len(sealed) > wire.MAX_BODY:
@@ -141,10 +194,10 @@ class Writer:
         await self.names.put(value, allow_degraded=allow_degraded)
         self.metrics.stored_bytes.inc(manifest.size)
         log.info(
-            "stored %r: %d bytes in %d chunks, %d copies",
+            "stored %r: %d bytes %s, %d copies",
             name,
             manifest.size,
-            len(manifest.chunks),
+            "inline" if manifest.inline is not None else f"in {len(manifest.chunks)} chunks",
             copies,
         )
         return StoreResult(
@@ -157,27 +210,37 @@ class Writer:
             stored_at,
         )
 
-    async def _put_chunk(
-        self, chunk: _native.SealedChunk, allow_degraded: bool
+    async def put_deduplicated(
+        self,
+        dedup_id: bytes,
+        address: bytes,
+        blob: bytes,
+        tally: BlobTally | None = None,
+        *,
+        allow_degraded: bool = False,
     ) -> tuple[bytes, int]:
-        """The address a chunk is kept under and its durable copies.
+        """The address a blob is kept under and its durable copies.
 
-        A chunk this node stored before (same chunk id) reuses that blob, but
-        only counts the copies its holders confirm, and is copied where one is
-        missing; if that fails, the chunk is stored again as just sealed.
+        A blob this node stored before under the same ``dedup_id`` (a chunk id)
+        reuses that blob, but only counts the copies its holders confirm, and is
+        copied where one is missing; if that fails, it is stored again as given.
         """
-        known = self.catalog.chunk_address(chunk.chunk_id)
+        tally = tally if tally is not None else BlobTally()
+        known = self.catalog.chunk_address(dedup_id)
         if known is not None and self.local.has(known):
             try:
-                confirmed = await self.replicator.confirm_blob(known, allow_degraded=allow_degraded)
-                return known, confirmed
+                copies = await self.replicator.confirm_blob(known, allow_degraded=allow_degraded)
+                tally.reused += len(blob)
+                return known, copies
             except FstoreError as e:
                 log.info("could not reuse blob %s (%s); storing it again", known.hex()[:12], e)
-        written = await self.replicator.put_blob(
-            chunk.address, chunk.sealed, allow_degraded=allow_degraded
-        )
-        self.catalog.add_chunk(chunk.chunk_id, chunk.address)
-        return chunk.address, written
+        written = await self.replicator.put_blob(address, blob, allow_degraded=allow_degraded)
+        tally.new += len(blob)
+        if tally.defer_index:
+            tally.new_ids.append((dedup_id, address))
+        else:
+            await self.local.add_chunk(dedup_id, address)
+        return address, written
 
 
 async def _pieces(source: Source) -> AsyncIterator[bytes | memoryview]:
@@ -191,11 +254,35 @@ async def _pieces(source: Source) -> AsyncIterator[bytes | memoryview]:
             async for piece in _read_file(f):
                 yield piece
     elif isinstance(source, AsyncIterable):
-        async for piece in source:
-            yield piece
+        async for item in source:
+            yield item
     else:
         async for piece in _read_file(source):
             yield piece
+
+
+async def _head(
+    pieces: AsyncIterator[bytes | memoryview], limit: int
+) -> tuple[list[bytes | memoryview], bool]:
+    """The first pieces of a stream, until more than ``limit`` bytes or its end: (pieces,
+    whether the stream goes on past ``limit``)."""
+    head: list[bytes | memoryview] = []
+    size = 0
+    async for piece in pieces:
+        head.append(piece)
+        size += len(piece)
+        if size > limit:
+            return head, True
+    return head, False
+
+
+async def _chained(
+    head: list[bytes | memoryview], rest: AsyncIterator[bytes | memoryview]
+) -> AsyncIterator[bytes | memoryview]:
+    for piece in head:
+        yield piece
+    async for piece in rest:
+        yield piece
 
 
 async def _read_file(f: IO[bytes]) -> AsyncIterator[bytes]:

@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--seed", type=int, default=1)
     one.add_argument("--trials", type=int, default=5, help="joins and failures (default 5)")
     one.add_argument("--steady-seconds", type=float, default=600.0, help="each loss rate's run")
-    one.add_argument("--churn-seconds", type=float, default=120.0)
+    one.add_argument("--churn-seconds", type=float, default=120.0, help="measured, after...")
+    one.add_argument("--churn-warmup", type=float, default=60.0, help="...this much churn")
     one.add_argument("--partition-minority", type=float, default=0.3)
     one.add_argument(
         "--only", default=",".join(report.SECTIONS), help="comma-separated sections (default: all)"
@@ -64,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
     draw = commands.add_parser("plot", help="PNG figures from the JSON of report and scaling")
     draw.add_argument("--report", action="append", default=[], type=Path, help="repeatable")
-    draw.add_argument("--scaling", type=Path)
+    draw.add_argument("--scaling", action="append", default=[], type=Path, help="repeatable")
     draw.add_argument("--out", type=Path, default=Path("docs"))
     return parser
 
@@ -80,6 +81,7 @@ def _report(args: argparse.Namespace) -> int:
         trials=args.trials,
         steady_seconds=args.steady_seconds,
         churn_seconds=args.churn_seconds,
+        churn_warmup=args.churn_warmup,
         partition_minority=args.partition_minority,
         sections=sections,
     )
@@ -113,9 +115,12 @@ def _plot(args: argparse.Namespace) -> int:
     if reports:
         written += [plots.spread(reports, args.out), plots.churn_placement(reports, args.out)]
     if args.scaling:
-        points = json.loads(args.scaling.read_text())
-        written.append(plots.bandwidth(points, args.out))
-        print(f"steady bandwidth reaches 5 KB/s at about {plots.crossing(points):,.0f} members")
+        points: list[dict[str, Any]] = [
+            point for path in args.scaling for point in json.loads(path.read_text())
+        ]
+        written.append(plots.bandwidth(points, reports, args.out))
+        for case, members in plots.limits(reports).items():
+            print(f"{case}: 5 KB/s per member at about {members:,.0f} members")
     for path in written:
         print(path)
     return 0

@@ -6,11 +6,11 @@ imported only here, so the simulator itself runs without it.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from fstore.net.gossip import DEFAULT_CONFIG
+from fstore.sim import model
 
 COLOURS = ("tab:blue", "tab:orange", "tab:green")
 BUDGET = 5 * 1024  # bytes per member per second: the goal
@@ -62,73 +62,61 @@ def spread(reports: list[dict[str, Any]], out: Path) -> Path:
     return _save(fig, out / "gossip-spread.png")
 
 
-def bandwidth(points: list[dict[str, Any]], out: Path) -> Path:
-    """Bytes each member sends per second as the cluster grows, measured and extrapolated."""
+def bandwidth(points: list[dict[str, Any]], reports: list[dict[str, Any]], out: Path) -> Path:
+    """Bytes each member sends per second as the cluster grows: measured, and the model."""
     plt = _pyplot()
-    fig, axis = plt.subplots(figsize=FIGURE_SIZE)
-    sizes = [p["members"] for p in points]
-    steady = [p["steady"]["bytes_per_member_s"] for p in points]
-    axis.plot(sizes, steady, "o-", color="tab:blue", label="measured: steady, 1% loss")
-    churned = [(p["members"], p["churn"]["bytes_per_member_s"]) for p in points if p["churn"]]
-    if churned:
-        axis.plot(
-            *zip(*churned, strict=True),
-            "s-",
-            color="tab:orange",
-            label="measured: 5% of members crash and 5% join per minute",
-        )
-    far = [10**k for k in range(2, 7)]
-    fit = _fit(points, "steady")
-    if fit:
-        axis.plot(
-            far, [_model(n, *fit) for n in far], ":", color="tab:blue", label="extrapolated: steady"
-        )
-    axis.axhline(BUDGET, color="red", linestyle="--", linewidth=0.8, label="goal: 5 KB/s")
-    cap = DEFAULT_CONFIG.gossip_fanout * DEFAULT_CONFIG.max_piggyback_bytes
-    cap_per_second = cap / DEFAULT_CONFIG.gossip_interval
-    axis.axhline(
-        cap_per_second,
-        color="grey",
-        linestyle="-.",
-        linewidth=0.8,
-        label="gossip cap: fanout x 1 KiB per round",
+    fig, axis = plt.subplots(figsize=(8, 4.8))
+    steady = sorted(
+        [(p["members"], p["steady"]["bytes_per_member_s"]) for p in points]
+        + [
+            (r["members"], s["traffic"]["bytes_per_member_s"])
+            for r in reports
+            for s in r.get("steady", [])
+            if s["loss"] == 0.01
+        ]
     )
+    churned = sorted(
+        [(p["members"], p["churn"]["bytes_per_member_s"]) for p in points if p["churn"]]
+        + [
+            (r["members"], r["churn"]["traffic"]["bytes_per_member_s"])
+            for r in reports
+            if "churn" in r
+        ]
+    )
+    axis.plot(*zip(*steady, strict=True), "o", color="tab:blue", label="measured: steady, 1% loss")
+    if churned:
+        label = "measured: 5% of members crash and 5% join per minute"
+        axis.plot(*zip(*churned, strict=True), "s", color="tab:orange", label=label)
+    costs = model.Costs.from_reports(reports)
+    sizes = [10 ** (k / 8) for k in range(16, 49)]
+    for cost, style, name in (
+        (lambda n: costs.churn(n, 0.05), "--", "model: 5% churn per minute"),
+        (costs.restarts, "-.", "model: every member restarts once a day"),
+        (lambda n: costs.lossy(n, 0.05), ":", "model: steady, 5% loss"),
+    ):
+        axis.plot(sizes, [cost(n) for n in sizes], style, color="grey", label=name)
+    axis.axhline(BUDGET, color="red", linewidth=0.8, label="goal: 5 KB/s")
+    cap = DEFAULT_CONFIG.gossip_fanout * DEFAULT_CONFIG.max_piggyback_bytes
+    per_second = cap / DEFAULT_CONFIG.gossip_interval
+    axis.axhline(per_second, color="black", linewidth=0.6, label="gossip cap: 3 x 1 KiB a round")
     axis.set_xscale("log")
     axis.set_yscale("log")
+    axis.set_ylim(50, 2e5)
     axis.set_xlabel("members")
     axis.set_ylabel("bytes sent per member per second")
     axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7, loc="upper left")
     return _save(fig, out / "gossip-bandwidth.png")
 
 
-def _model(members: float, fixed: float, per_member: float) -> float:
-    """Fixed costs (probes, digests) plus dissemination: N times the retransmit limit."""
-    return fixed + per_member * members * DEFAULT_CONFIG.retransmit_limit(int(members))
-
-
-def _fit(points: list[dict[str, Any]], key: str) -> tuple[float, float] | None:
-    """Least squares of ``_model`` over the measured points."""
-    xs = [p["members"] * DEFAULT_CONFIG.retransmit_limit(p["members"]) for p in points if p[key]]
-    ys = [p[key]["bytes_per_member_s"] for p in points if p[key]]
-    if len(xs) < 2:
-        return None
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mean_x) ** 2 for x in xs)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
-    return mean_y - slope * mean_x, max(slope, 0.0)
-
-
-def crossing(points: list[dict[str, Any]], key: str = "steady") -> float:
-    """Where the extrapolated ``key`` bandwidth reaches the 5 KB/s goal (members)."""
-    fit = _fit(points, key)
-    if fit is None or fit[1] <= 0:
-        return math.inf
-    low, high = 10.0, 1e9
-    while high / low > 1.01:
-        mid = math.sqrt(low * high)
-        low, high = (mid, high) if _model(mid, *fit) < BUDGET else (low, mid)
-    return low
+def limits(reports: list[dict[str, Any]]) -> dict[str, float]:
+    """Where each modelled case reaches the 5 KB/s goal (members)."""
+    costs = model.Costs.from_reports(reports)
+    return {
+        "5% churn per minute": model.crossing(lambda n: costs.churn(n, 0.05), BUDGET),
+        "one restart per member per day": model.crossing(costs.restarts, BUDGET),
+        "steady, 5% loss": model.crossing(lambda n: costs.lossy(n, 0.05), BUDGET),
+    }
 
 
 def churn_placement(reports: list[dict[str, Any]], out: Path) -> Path:

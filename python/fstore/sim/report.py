@@ -27,6 +27,7 @@ class ReportSpec:
     steady_losses: tuple[float, ...] = (0.01, 0.05)
     churn_per_minute: float = 0.05
     churn_seconds: float = 120.0
+    churn_warmup: float = 60.0  # churn before traffic and placement are measured
     partition_minority: float = 0.3
     partition_seconds: float = 180.0
     sections: tuple[str, ...] = SECTIONS
@@ -55,7 +56,9 @@ def run(spec: ReportSpec, progress: Callable[[str], None] = lambda line: None) -
         "steady": lambda: [
             scenarios.steady(cluster(loss), spec.steady_seconds) for loss in spec.steady_losses
         ],
-        "churn": lambda: scenarios.churn(cluster(0.0), spec.churn_per_minute, spec.churn_seconds),
+        "churn": lambda: scenarios.churn(
+            cluster(0.0), spec.churn_per_minute, spec.churn_seconds, spec.churn_warmup
+        ),
         "partition": lambda: scenarios.partition(
             cluster(0.0), spec.partition_minority, spec.partition_seconds
         ),
@@ -122,11 +125,11 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows += [
             (
                 f"{label}, {part['seconds_apart']:.0f} s: larger side sees only itself",
-                _s(part["majority_split"]),
+                _within(part["majority_split"], part["seconds_apart"]),
             ),
             (
                 f"{label}, {part['seconds_apart']:.0f} s: smaller side sees only itself",
-                _s(part["minority_split"]),
+                _within(part["minority_split"], part["seconds_apart"]),
             ),
             (f"{label}: every view whole after healing", _s(part["healed_after"])),
         ]
@@ -185,6 +188,10 @@ def _bytes(traffic: dict[str, Any]) -> str:
 
 def _s(seconds: float) -> str:
     return "not reached" if not math.isfinite(seconds) else f"{seconds:.2f} s"
+
+
+def _within(seconds: float, limit: float) -> str:
+    return _s(seconds) if math.isfinite(seconds) else f"not within {limit:.0f} s"
 
 
 def _pct(fraction: float) -> str:

@@ -218,6 +218,7 @@ def _placement(cluster: Cluster, samples: int) -> tuple[float, float]:
 class ChurnResult:
     members: int
     per_minute: float
+    warmup: float
     seconds: float
     crashes_and_joins: int
     traffic: Traffic
@@ -260,6 +261,7 @@ def churn(
     return ChurnResult(
         members=spec.members,
         per_minute=per_minute,
+        warmup=warmup,
         seconds=seconds,
         crashes_and_joins=2 * (len(cluster.ever) - joined_before),
         traffic=traffic,

@@ -26,9 +26,11 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TypeVar
 
 from typing_extensions import Buffer
 
@@ -43,6 +45,13 @@ log = logging.getLogger(__name__)
 _HEX_ADDRESS = re.compile(r"[0-9a-f]{64}")
 _HEX_BYTE = re.compile(r"[0-9a-f]{2}")
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Blobs are hashed on one core (``parallel=False``): reads and writes of several blobs
+# already run at once, and the extension's pool would spin idle between blobs.
+# Threads that write and fsync the files of one batch, and fsync its directories, at once.
+SYNC_WORKERS = 8
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def fsync_dir(path: str) -> None:
@@ -69,6 +78,13 @@ def _write_fd(fd: int, view: memoryview) -> None:
         offset += os.write(fd, view[offset:])
 
 
+def _outcome(work: Callable[[T], R], item: T) -> R | BaseException:
+    try:
+        return work(item)
+    except BaseException as exc:  # handed back to the caller, which raises it
+        return exc
+
+
 def _read_fd(fd: int, size: int) -> bytes:
     """Read ``size`` bytes (the file's size from ``fstat``), or fewer if it shrank."""
     data = os.read(fd, size)  # one allocation, one syscall in the usual case
@@ -80,6 +96,16 @@ def _read_fd(fd: int, size: int) -> bytes:
         parts.append(part)
         remaining -= len(part)
     return b"".join(parts)
+
+
+def verify_address(address: bytes, data: Buffer) -> None:
+    """Raise :class:`AddressMismatchError` unless ``data`` hashes to ``address``.
+
+    Hashes on this thread alone: several blobs are checked at once, and the
+    extension's pool would spin idle between them.
+    """
+    if _native.hash(data, parallel=False) != address:
+        raise AddressMismatchError(f"bytes that do not hash to blob {address.hex()}")
 
 
 def _byte_view(data: Buffer) -> memoryview:
@@ -117,6 +143,7 @@ class BlobStore:
         # are atomic, so they need no lock.
         self._known_dirs: set[str] = set()
         self._synced_dirs: set[str] = set()
+        self._pool: ThreadPoolExecutor | None = None  # for the fsyncs of a batch
         try:
             self._create_dirs()
             self._remove_leftovers()
@@ -187,14 +214,15 @@ class BlobStore:
         """Store several blobs with one round of directory fsyncs; one bool per item.
 
         Every address and hash is checked before anything is written, so a bad item
-        rejects the whole batch. Each file is written and fsynced, then all are
-        renamed into place, then each distinct directory is fsynced once. If a write
+        rejects the whole batch. Each file is written and fsynced (several at once,
+        on up to SYNC_WORKERS threads), then all are renamed into place, then each
+        distinct directory is fsynced once (again at once). If a write
         fails (a full disk), no blob of the batch becomes visible.
         A blob repeated in the batch is written once; its later copies report False.
         """
         batch = [(check_id(address), _byte_view(data)) for address, data in items]
         for address, view in batch:
-            if not verified and _native.hash(view) != address:
+            if not verified and _native.hash(view, parallel=False) != address:
                 raise AddressMismatchError(
                     f"blob of {view.nbytes} bytes does not hash to its address {address.hex()}"
                 )
@@ -241,12 +269,21 @@ class BlobStore:
     def _write_and_publish(self, blobs: dict[bytes, memoryview], to_sync: set[str]) -> None:
         """Write every blob to a fsynced temporary file, then rename each into place.
 
-        Temporary files not yet renamed are removed whatever goes wrong.
+        The files of a batch are written and fsynced in parallel (a disk takes
+        concurrent fsyncs far faster than the same ones in a row). Temporary
+        files not yet renamed are removed whatever goes wrong.
         """
         temps: dict[bytes, str] = {}
         try:
-            for address, view in blobs.items():
-                temps[address] = self._write_temp(address, view)
+            written = self._in_parallel(
+                lambda item: self._write_temp(item[0], item[1]), list(blobs.items())
+            )
+            for address, outcome in zip(blobs, written, strict=True):
+                if isinstance(outcome, str):
+                    temps[address] = outcome
+            failed = [e for e in written if isinstance(e, BaseException)]
+            if failed:
+                raise failed[0]
             for address in blobs:
                 parent, path = self._locate(address)
                 self._prepare_dir(parent, to_sync, new_entry=True)
@@ -255,6 +292,17 @@ class BlobStore:
         finally:
             for temp in temps.values():
                 _remove_quietly(temp)
+
+    def _in_parallel(self, work: Callable[[T], R], items: list[T]) -> list[R | BaseException]:
+        """``work`` of each item, on up to SYNC_WORKERS threads when there are several;
+        each item's result or exception, in order."""
+        if len(items) <= 1:
+            return [_outcome(work, item) for item in items]
+        if self._pool is None:
+            with self._claims_changed:  # any lock will do: created once
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(SYNC_WORKERS, thread_name_prefix="blob-sync")
+        return list(self._pool.map(lambda item: _outcome(work, item), items))
 
     def _write_temp(self, address: bytes, view: memoryview) -> str:
         """Write ``view`` to a new file in ``blobs/tmp`` (fsynced if durable); its path."""
@@ -293,11 +341,12 @@ class BlobStore:
             to_sync.add(parent)
 
     def _sync_dirs(self, to_sync: set[str], parents: set[str]) -> None:
-        """fsync each directory once, then remember what that made durable."""
+        """fsync each directory once (in parallel), then remember what that made durable."""
         if not self.durable:
             return
-        for directory in sorted(to_sync):
-            fsync_dir(directory)
+        failed = [e for e in self._in_parallel(fsync_dir, sorted(to_sync)) if e is not None]
+        if failed:
+            raise failed[0]
         self._synced_dirs.update(to_sync)
         for parent in parents:
             for directory in (os.path.dirname(parent), parent):
@@ -324,6 +373,21 @@ class BlobStore:
         exception tells the caller that a copy existed and failed its check.
         """
         address = check_id(address)
+
+        def verified(data: bytes) -> bytes:
+            verify_address(address, data)
+            return data
+
+        return self.load_with(address, verified)
+
+    def load_with(self, address: Buffer, accept: Callable[[bytes], T]) -> T | None:
+        """What ``accept`` makes of the blob's bytes, or None if the blob is missing.
+
+        ``accept`` checks the bytes against ``address`` (and may do more in the
+        same pass, such as opening them); when it raises
+        :class:`AddressMismatchError`, the copy is quarantined and the error raised.
+        """
+        address = check_id(address)
         _, path = self._locate(address)
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -338,10 +402,13 @@ class BlobStore:
             raise os_error(exc, f"reading blob {address.hex()}") from exc
         finally:
             os.close(fd)
-        if _native.hash(data) == address:
-            return data
-        self._quarantine_if_unchanged(address, path, (stat.st_dev, stat.st_ino))
-        raise AddressMismatchError(f"the stored copy of blob {address.hex()} is corrupt")
+        try:
+            return accept(data)
+        except AddressMismatchError:
+            self._quarantine_if_unchanged(address, path, (stat.st_dev, stat.st_ino))
+            raise AddressMismatchError(
+                f"the stored copy of blob {address.hex()} is corrupt"
+            ) from None
 
     def _quarantine_if_unchanged(
         self, address: bytes, path: str, identity: tuple[int, int]

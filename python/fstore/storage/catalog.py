@@ -82,9 +82,10 @@ def _check_version(version: object) -> Version:
 class Catalog:
     """The node's SQLite catalog: name records, chunk index, pins and peers.
 
-    Meant for the asyncio thread, but safe from any thread: one connection,
-    guarded by a lock. Every write is committed (and durable) when its method
-    returns; use :meth:`transaction` to group writes into one commit.
+    Safe from any thread: one connection for writes, guarded by a lock, and one
+    for reads, which (in WAL mode) see the last commit without waiting for a
+    transaction in progress. Every write is committed (and durable) when its
+    method returns; use :meth:`transaction` to group writes into one commit.
     """
 
     def __init__(self, path: Path | str) -> None:
@@ -104,9 +105,19 @@ class Catalog:
         try:
             self._configure()
             self._migrate()
+            # Reads go through a connection of their own: in WAL mode they then see the
+            # last commit without waiting for a writer's transaction (and its fsync).
+            self._reader = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _db_error(exc, f"opening the catalog {self.path}") from exc
         except BaseException:
             self._db.close()
             raise
+        self._read_lock = threading.Lock()
+        self._writer_thread: int | None = None  # the thread inside transaction()
 
     def _configure(self) -> None:
         with self._guard("configuring the catalog"):
@@ -160,6 +171,7 @@ class Catalog:
                 return
             self._db.execute("BEGIN IMMEDIATE")
             self._depth = 1
+            self._writer_thread = threading.get_ident()
             try:
                 yield
                 self._db.execute("COMMIT")
@@ -169,6 +181,7 @@ class Catalog:
                 raise
             finally:
                 self._depth = 0
+                self._writer_thread = None
 
     def _write(self, sql: str, params: tuple[object, ...] = ()) -> int:
         """Run one write statement in a transaction; the number of rows it changed."""
@@ -176,8 +189,15 @@ class Catalog:
             return self._db.execute(sql, params).rowcount
 
     def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._guard("reading the catalog"):
-            return self._db.execute(sql, params).fetchall()
+        """Committed rows; inside a transaction of this thread, its own writes too."""
+        if self._writer_thread == threading.get_ident():
+            with self._guard("reading the catalog"):
+                return self._db.execute(sql, params).fetchall()
+        with self._read_lock:
+            try:
+                return self._reader.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _db_error(exc, "reading the catalog") from exc
 
     # --- name records ---
 
@@ -275,7 +295,8 @@ class Catalog:
 
     def close(self) -> None:
         """Close the database (idempotent). Later calls raise :class:`StorageError`."""
-        with self._guard("closing the catalog"):
+        with self._guard("closing the catalog"), self._read_lock:
+            self._reader.close()
             self._db.close()
 
     def __enter__(self) -> Self:

@@ -1,13 +1,17 @@
 //! Push-style FastCDC (2020) chunking.
 //!
-//! FastCDC decides a cut from at most `max_size` bytes after the chunk's start,
-//! so a chunker that holds back every tail shorter than `max_size` until more
-//! data (or the end) arrives cuts exactly where chunking the whole input at
-//! once would, however the input is split.
+//! FastCDC decides where a chunk ends from at most `max_size` bytes after its
+//! start, and usually from far fewer: the first position whose gear hash hits
+//! the mask. [`Cutter`] tests each position once, as the bytes arrive, and
+//! reports a cut as soon as no later byte can change it; so however the input
+//! is split, the cut points are those of chunking it whole (the `fastcdc`
+//! crate's, tested below). [`ChunkStream`] cuts borrowed pieces without
+//! copying them, holding back only the start of the chunk still being cut.
 
 use fastcdc::v2020::{self, Normalization};
 
 use crate::error::{Error, Result};
+use crate::gear;
 
 pub const DEFAULT_MIN_SIZE: usize = 256 * 1024;
 pub const DEFAULT_AVG_SIZE: usize = 1024 * 1024;
@@ -73,69 +77,95 @@ impl ChunkerParams {
     }
 
     /// Length of the chunk that starts at `data[0]`, given that `data` is either
-    /// at least `max_size` long or the end of the stream. Identical to
-    /// `fastcdc::v2020::cut` (tested below), but about 1.25x faster: see `scan`.
-    fn cut(&self, data: &[u8]) -> usize {
-        let mut remaining = data.len();
-        if remaining <= self.min_size {
-            return remaining;
-        }
-        let mut center = self.avg_size;
-        if remaining > self.max_size {
-            remaining = self.max_size;
-        } else if remaining < center {
-            center = remaining;
-        }
-        let mut hash = 0u64;
-        let gear = &*GEAR_TABLES;
-        scan(data, self.min_size, center, &mut hash, self.mask_s, gear)
-            .or_else(|| scan(data, center & !1, remaining, &mut hash, self.mask_l, gear))
-            .unwrap_or(remaining)
+    /// at least `max_size` long or the end of the stream: `fastcdc::v2020::cut`.
+    pub fn cut(&self, data: &[u8]) -> usize {
+        Cutter::new(*self)
+            .next_cut(data, 0, true)
+            .expect("at the end of the stream every chunk is decided")
     }
 }
 
-/// FastCDC's two gear tables (plain and pre-shifted), seed 0.
-static GEAR_TABLES: std::sync::LazyLock<([u64; 256], [u64; 256])> =
-    std::sync::LazyLock::new(|| {
-        let (gear, gear_ls) = v2020::get_gear_with_seed(0);
-        let table = |t: &[u64]| -> [u64; 256] { t.try_into().expect("256 gear entries") };
-        (table(&gear), table(&gear_ls))
-    });
+/// FastCDC's progress through the chunk being cut, kept from one input to the next.
+#[derive(Debug, Clone)]
+pub struct Cutter {
+    params: ChunkerParams,
+    /// The next position to test, counted from the chunk's start.
+    next: usize,
+    /// The gear hash after the byte before `next`.
+    hash: u64,
+    /// A hit at the last byte seen, decided only by what follows (see `next_cut`).
+    hit_at_end: Option<usize>,
+}
 
-/// The FastCDC 2020 "two bytes at a time" scan over `data[from..to]` (both
-/// even): the first position whose rolling gear hash has the mask's bits clear.
-///
-/// The hash update per byte pair is `h = (h << 2) + gear_ls[a] + gear[b]`.
-/// Left alone, LLVM folds this into two dependent adds, so every pair costs
-/// three instructions of latency. Adding the two table entries first, hidden
-/// behind an empty `asm!` so LLVM cannot re-associate it, leaves one shift-add
-/// on the dependency chain: the same cut points, measured 3.8 -> 4.7 GB/s here.
-fn scan(
-    data: &[u8],
-    from: usize,
-    to: usize,
-    hash: &mut u64,
-    mask: u64,
-    (gear, gear_ls): &([u64; 256], [u64; 256]),
-) -> Option<usize> {
-    let mask_ls = mask << 1;
-    let mut h = *hash;
-    for (k, pair) in data[from..to & !1].chunks_exact(2).enumerate() {
-        let first_entry = gear_ls[pair[0] as usize];
-        let mut both = first_entry.wrapping_add(gear[pair[1] as usize]);
-        // SAFETY: an empty template; it only makes `both` opaque to the optimizer.
-        unsafe { std::arch::asm!("/* {0} */", inout(reg) both, options(pure, nomem, nostack)) };
-        let shifted = h << 2;
-        if shifted.wrapping_add(first_entry) & mask_ls == 0 {
-            return Some(from + 2 * k);
-        }
-        h = shifted.wrapping_add(both);
-        if h & mask == 0 {
-            return Some(from + 2 * k + 1);
+impl Cutter {
+    pub fn new(params: ChunkerParams) -> Self {
+        Self {
+            params,
+            next: params.min_size,
+            hash: 0,
+            hit_at_end: None,
         }
     }
-    *hash = h;
-    None
+
+    /// The length of the chunk being cut, if the bytes seen so far decide it.
+    ///
+    /// `bytes` holds the chunk's bytes from position `bytes_pos` (counted from
+    /// the chunk's start) to the last byte that has arrived; earlier calls saw
+    /// every position before `bytes_pos`. `end`: nothing follows in the stream.
+    /// After a cut the cutter starts on the next chunk, at the cut.
+    ///
+    /// FastCDC tests positions from `min_size`, with the strict mask before
+    /// `avg_size` and the loose one after, and cuts at `max_size` at the
+    /// latest. It tests bytes in pairs, so the odd last byte of a stream is
+    /// never tested: a hit on the last byte seen is certain only once another
+    /// byte arrives, or the stream ends after an even number of bytes.
+    pub fn next_cut(&mut self, bytes: &[u8], bytes_pos: usize, end: bool) -> Option<usize> {
+        let params = self.params;
+        let seen = bytes_pos + bytes.len();
+        if let Some(hit) = self.hit_at_end {
+            return match (seen > hit + 1, end) {
+                (true, _) => Some(self.cut_at(hit)),
+                (false, true) => Some(self.cut_at(if seen.is_multiple_of(2) { hit } else { seen })),
+                (false, false) => None,
+            };
+        }
+        if end && seen <= params.min_size {
+            return Some(self.cut_at(seen));
+        }
+        let limit = match end {
+            true => seen.min(params.max_size) & !1,
+            false => seen.min(params.max_size),
+        };
+        if self.next < limit {
+            debug_assert!(
+                bytes_pos <= self.next,
+                "every position before bytes_pos was seen"
+            );
+            let split = params.avg_size.clamp(self.next, limit) - bytes_pos;
+            let (from, to) = (self.next - bytes_pos, limit - bytes_pos);
+            let hit = gear::first_hit(bytes, from, split, &mut self.hash, params.mask_s)
+                .or_else(|| gear::first_hit(bytes, split, to, &mut self.hash, params.mask_l))
+                .map(|i| i + bytes_pos);
+            self.next = limit;
+            match hit {
+                Some(hit) if end || hit + 1 < seen => return Some(self.cut_at(hit)),
+                Some(hit) => {
+                    self.hit_at_end = Some(hit);
+                    return None;
+                }
+                None => {}
+            }
+        }
+        if limit == params.max_size {
+            return Some(self.cut_at(params.max_size));
+        }
+        end.then(|| self.cut_at(seen))
+    }
+
+    fn cut_at(&mut self, len: usize) -> usize {
+        *self = Self::new(self.params);
+        len
+    }
 }
 
 /// A span of the input that is a complete chunk.
@@ -145,35 +175,201 @@ pub struct ChunkSpan {
     pub len: usize,
 }
 
-/// Holds input bytes until they are cut into chunks and the caller is done
-/// with those chunks.
+/// A cut chunk: its first bytes may be held from earlier pieces (`head`), the
+/// rest lies in the current piece (`tail`); either part may be empty.
+#[derive(Debug, Clone, Copy)]
+pub struct Chunk<'a> {
+    pub span: ChunkSpan,
+    pub head: &'a [u8],
+    pub tail: &'a [u8],
+}
+
+impl<'a> Chunk<'a> {
+    pub fn parts(&self) -> [&'a [u8]; 2] {
+        [self.head, self.tail]
+    }
+}
+
+/// The chunk lengths one piece decided: from [`ChunkStream::cut`], for
+/// [`ChunkStream::chunks`] and then [`ChunkStream::commit`].
+#[derive(Debug)]
+pub struct Cuts {
+    lengths: Vec<usize>,
+    piece_len: usize,
+    last: bool,
+}
+
+impl Cuts {
+    pub fn lengths(&self) -> &[usize] {
+        &self.lengths
+    }
+}
+
+/// FastCDC over a stream of borrowed pieces, without copying them: only the
+/// start of the chunk still being cut (fewer than `max_size` bytes) is copied,
+/// to be joined with the next piece. Each piece goes through `cut`, then
+/// `chunks` (which borrows it), then `commit`.
+#[derive(Debug)]
+pub struct ChunkStream {
+    cutter: Cutter,
+    /// The bytes of the chunk being cut that arrived before the current piece.
+    held: Vec<u8>,
+    /// Stream offset of `held[0]`, the start of the chunk being cut.
+    offset: u64,
+    finished: bool,
+}
+
+impl ChunkStream {
+    pub fn new(params: ChunkerParams) -> Self {
+        Self {
+            cutter: Cutter::new(params),
+            held: Vec::new(),
+            offset: 0,
+            finished: false,
+        }
+    }
+
+    pub fn params(&self) -> &ChunkerParams {
+        &self.cutter.params
+    }
+
+    /// Decide the chunks that `piece` completes (with `last`, all the rest).
+    /// Returns an error after the last piece.
+    pub fn cut(&mut self, piece: &[u8], last: bool) -> Result<Cuts> {
+        self.cut_each(piece, last, |_| {})
+    }
+
+    /// [`ChunkStream::cut`], handing each chunk to `on_chunk` as soon as it is
+    /// cut, so that work on it can start while the rest of `piece` is cut.
+    pub fn cut_each<'a>(
+        &'a mut self,
+        piece: &'a [u8],
+        last: bool,
+        mut on_chunk: impl FnMut(Chunk<'a>),
+    ) -> Result<Cuts> {
+        if self.finished {
+            return Err(Error::AlreadyFinalized("chunker"));
+        }
+        let Self {
+            cutter,
+            held,
+            offset,
+            ..
+        } = self;
+        let held: &'a [u8] = held;
+        let total = held.len() + piece.len();
+        let mut lengths = Vec::new();
+        let mut start = 0;
+        while start < total {
+            let (bytes, bytes_pos) = match start.checked_sub(held.len()) {
+                Some(in_piece) => (&piece[in_piece..], 0),
+                None => (piece, held.len() - start),
+            };
+            let Some(len) = cutter.next_cut(bytes, bytes_pos, last) else {
+                break;
+            };
+            on_chunk(chunk_at(held, piece, *offset, start, len));
+            lengths.push(len);
+            start += len;
+        }
+        Ok(Cuts {
+            lengths,
+            piece_len: piece.len(),
+            last,
+        })
+    }
+
+    /// The chunks of `cuts`, borrowing the held bytes and `piece`.
+    pub fn chunks<'a>(&'a self, piece: &'a [u8], cuts: &Cuts) -> Vec<Chunk<'a>> {
+        debug_assert_eq!(piece.len(), cuts.piece_len);
+        let mut start = 0;
+        cuts.lengths
+            .iter()
+            .map(|&len| {
+                let chunk = chunk_at(&self.held, piece, self.offset, start, len);
+                start += len;
+                chunk
+            })
+            .collect()
+    }
+
+    /// Drop the bytes of the chunks cut and hold what `piece` adds to the next.
+    pub fn commit(&mut self, piece: &[u8], cuts: Cuts) {
+        debug_assert_eq!(piece.len(), cuts.piece_len);
+        let consumed: usize = cuts.lengths.iter().sum();
+        match consumed.checked_sub(self.held.len()) {
+            Some(in_piece) => {
+                self.held.clear();
+                self.held.extend_from_slice(&piece[in_piece..]);
+            }
+            None => {
+                self.held.drain(..consumed);
+                self.held.extend_from_slice(piece);
+            }
+        }
+        self.offset += consumed as u64;
+        if cuts.last {
+            debug_assert!(self.held.is_empty());
+            self.finished = true;
+            self.held = Vec::new();
+        }
+    }
+
+    /// Bytes committed so far.
+    pub fn total_in(&self) -> u64 {
+        self.offset + self.held.len() as u64
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
+
+/// The chunk of `len` bytes at `start` in `held` followed by `piece`, where
+/// `held[0]` is at stream offset `offset`.
+fn chunk_at<'a>(
+    held: &'a [u8],
+    piece: &'a [u8],
+    offset: u64,
+    start: usize,
+    len: usize,
+) -> Chunk<'a> {
+    let (end, h) = (start + len, held.len());
+    Chunk {
+        span: ChunkSpan {
+            offset: offset + start as u64,
+            len,
+        },
+        head: &held[start.min(h)..end.min(h)],
+        tail: &piece[start.max(h) - h..end.max(h) - h],
+    }
+}
+
+/// The cut points of [`ChunkStream`] for a caller that owns its input: every
+/// byte pushed is copied into the buffer, and chunks are taken one at a time.
 #[derive(Debug)]
 pub struct ChunkBuffer {
-    params: ChunkerParams,
-    /// Stream bytes `[base, base + buf.len())`.
+    cutter: Cutter,
+    /// Stream bytes `[base, base + buf.len())`; the chunk being cut starts at `buf[start]`.
     buf: Vec<u8>,
     base: u64,
-    /// Stream offset of the first byte not yet in a chunk.
-    cut: u64,
-    /// Bytes before this offset are no longer needed and may be dropped.
-    keep_from: u64,
+    start: usize,
     finished: bool,
 }
 
 impl ChunkBuffer {
     pub fn new(params: ChunkerParams) -> Self {
         Self {
-            params,
+            cutter: Cutter::new(params),
             buf: Vec::new(),
             base: 0,
-            cut: 0,
-            keep_from: 0,
+            start: 0,
             finished: false,
         }
     }
 
     pub fn params(&self) -> &ChunkerParams {
-        &self.params
+        &self.cutter.params
     }
 
     /// Bytes pushed so far.
@@ -192,10 +388,10 @@ impl ChunkBuffer {
         }
         // Compact only once the dead prefix outweighs the live bytes, so each
         // byte is moved a bounded number of times however small the pushes.
-        let dead = (self.keep_from - self.base) as usize;
-        if dead > 0 && dead >= self.buf.len() - dead {
-            self.buf.drain(..dead);
-            self.base = self.keep_from;
+        if self.start > 0 && self.start >= self.buf.len() - self.start {
+            self.buf.drain(..self.start);
+            self.base += self.start as u64;
+            self.start = 0;
         }
         self.buf.extend_from_slice(data);
         Ok(())
@@ -206,65 +402,20 @@ impl ChunkBuffer {
         self.finished = true;
     }
 
-    /// The stream bytes `[from, to)`, which must still be held.
-    pub fn range(&self, from: u64, to: u64) -> &[u8] {
-        &self.buf[(from - self.base) as usize..(to - self.base) as usize]
-    }
-
-    /// The bytes of a chunk this buffer cut and still holds.
-    pub fn bytes(&self, span: &ChunkSpan) -> &[u8] {
-        self.range(span.offset, span.offset + span.len as u64)
-    }
-
-    /// Lengths of every chunk that can be cut now, without cutting them: a
-    /// pure function of the held bytes, so it can run beside readers of them.
-    pub fn cut_lengths(&self) -> Vec<usize> {
-        let mut live = &self.buf[(self.cut - self.base) as usize..];
-        let mut lengths = Vec::new();
-        while !live.is_empty() && (self.finished || live.len() >= self.params.max_size) {
-            let len = self.params.cut(live);
-            lengths.push(len);
-            live = &live[len..];
-        }
-        lengths
-    }
-
-    /// Record chunks of the given lengths (from [`ChunkBuffer::cut_lengths`]) as cut.
-    pub fn advance(&mut self, lengths: &[usize]) -> Vec<ChunkSpan> {
-        lengths
-            .iter()
-            .map(|&len| {
-                let span = ChunkSpan {
-                    offset: self.cut,
-                    len,
-                };
-                self.cut += len as u64;
-                span
-            })
-            .collect()
-    }
-
-    /// The caller no longer needs bytes before `offset` (at most the cut point).
-    pub fn release_before(&mut self, offset: u64) {
-        self.keep_from = offset.min(self.cut).max(self.keep_from);
-    }
-
-    /// Stream offset up to which chunks have been cut.
-    pub fn cut_offset(&self) -> u64 {
-        self.cut
-    }
-
-    /// The next complete chunk, if one can be cut now; its bytes stay valid
-    /// until the next `push`, after which they are released.
+    /// The next complete chunk, if the bytes pushed so far decide it; its
+    /// bytes stay valid until the next `push`.
     pub fn next_chunk(&mut self) -> Option<(ChunkSpan, &[u8])> {
-        self.release_before(self.cut);
-        let live = &self.buf[(self.cut - self.base) as usize..];
-        if live.is_empty() || (!self.finished && live.len() < self.params.max_size) {
+        let live = &self.buf[self.start..];
+        if live.is_empty() {
             return None;
         }
-        let len = self.params.cut(live);
-        let span = self.advance(&[len])[0];
-        Some((span, self.bytes(&span)))
+        let len = self.cutter.next_cut(live, 0, self.finished)?;
+        let span = ChunkSpan {
+            offset: self.base + self.start as u64,
+            len,
+        };
+        self.start += len;
+        Some((span, &self.buf[self.start - len..self.start]))
     }
 }
 
@@ -317,6 +468,82 @@ mod tests {
         for piece in [1usize, 999, 4096, 65535, 65536, 100_003] {
             let pieces: Vec<&[u8]> = data.chunks(piece).collect();
             assert_eq!(chunk_all(params, &pieces), expected, "piece size {piece}");
+        }
+    }
+
+    /// Chunk `pieces` with [`ChunkStream`], the zero-copy path.
+    fn stream_all(params: ChunkerParams, pieces: &[&[u8]]) -> Vec<ChunkSpan> {
+        let mut stream = ChunkStream::new(params);
+        let mut spans = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let cuts = stream.cut(piece, i + 1 == pieces.len()).unwrap();
+            spans.extend(stream.chunks(piece, &cuts).iter().map(|chunk| chunk.span));
+            stream.commit(piece, cuts);
+        }
+        if !stream.is_finished() {
+            let cuts = stream.cut(b"", true).unwrap();
+            spans.extend(stream.chunks(b"", &cuts).iter().map(|chunk| chunk.span));
+            stream.commit(b"", cuts);
+        }
+        spans
+    }
+
+    fn crate_spans(data: &[u8], (min, avg, max): (usize, usize, usize)) -> Vec<ChunkSpan> {
+        v2020::FastCDC::new(data, min, avg, max)
+            .map(|c| ChunkSpan {
+                offset: c.offset as u64,
+                len: c.length,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_stream_matches_whole_input_fastcdc_whatever_the_split() {
+        let sizes = (4096, 16384, 65536);
+        let params = ChunkerParams::new(sizes.0, sizes.1, sizes.2).unwrap();
+        let data = pseudo_random(3 << 20, 5);
+        let expected = crate_spans(&data, sizes);
+        for piece in [1usize, 999, 4096, 65535, 65536, 100_003, 1 << 20] {
+            let pieces: Vec<&[u8]> = data.chunks(piece).collect();
+            assert_eq!(stream_all(params, &pieces), expected, "piece size {piece}");
+            // The bytes of every chunk, from the held part and the piece, are the input's.
+            let mut stream = ChunkStream::new(params);
+            let mut rebuilt = Vec::new();
+            for piece in &pieces {
+                let cuts = stream.cut(piece, false).unwrap();
+                for chunk in stream.chunks(piece, &cuts) {
+                    rebuilt.extend_from_slice(chunk.head);
+                    rebuilt.extend_from_slice(chunk.tail);
+                }
+                stream.commit(piece, cuts);
+            }
+            let cuts = stream.cut(b"", true).unwrap();
+            for chunk in stream.chunks(b"", &cuts) {
+                rebuilt.extend_from_slice(chunk.head);
+            }
+            assert!(rebuilt == data, "piece size {piece}");
+        }
+    }
+
+    #[test]
+    fn a_stream_that_ends_or_pauses_right_after_a_cutting_byte() {
+        // FastCDC cuts before the byte whose hash hits, testing bytes in pairs:
+        // if the stream ends just after that byte, the cut holds only when the
+        // chunk has an even length.
+        let sizes = (4096, 16384, 65536);
+        let params = ChunkerParams::new(sizes.0, sizes.1, sizes.2).unwrap();
+        let data = pseudo_random(2 << 20, 9);
+        let spans = crate_spans(&data, sizes);
+        for parity in [0, 1] {
+            let span = spans
+                .iter()
+                .find(|s| s.len < sizes.2 && s.len % 2 == parity)
+                .expect("a cut of each parity");
+            let end = (span.offset as usize) + span.len + 1;
+            let stream = &data[..end];
+            assert_eq!(stream_all(params, &[stream]), crate_spans(stream, sizes));
+            let (before, after) = data.split_at(end);
+            assert_eq!(stream_all(params, &[before, after]), spans);
         }
     }
 

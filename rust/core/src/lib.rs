@@ -4,6 +4,7 @@
 
 pub mod chunker;
 pub mod error;
+pub mod gear;
 pub mod hash;
 pub mod keys;
 pub mod pipeline;

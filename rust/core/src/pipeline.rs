@@ -1,6 +1,6 @@
 //! The store pipeline (plaintext in, sealed chunks out) and its reverse.
 
-use crate::chunker::{ChunkBuffer, ChunkSpan, ChunkerParams};
+use crate::chunker::{Chunk, ChunkSpan, ChunkStream, ChunkerParams, Cuts};
 use crate::error::{Error, Result};
 use crate::hash;
 use crate::keys::{CHUNK_CONTEXT, ChunkId, ChunkKey, NamespaceKeys};
@@ -24,39 +24,89 @@ pub struct SealedMeta {
     pub address: Address,
 }
 
-/// Chunk id, chunk key, seal into `out`, address: everything one chunk needs.
+/// The chunk id (keyed BLAKE3) of a chunk's plaintext, taken in one update
+/// per part; given `file`, the same pass feeds the whole-file hash.
+pub fn chunk_id(
+    keys: &NamespaceKeys,
+    chunk: &Chunk<'_>,
+    mut file: Option<&mut blake3::Hasher>,
+) -> ChunkId {
+    let mut id = blake3::Hasher::new_keyed(keys.chunk_id_key());
+    for part in chunk.parts() {
+        id.update(part);
+        if let Some(file) = file.as_deref_mut() {
+            file.update(part);
+        }
+    }
+    *id.finalize().as_bytes()
+}
+
+/// The rest of what a chunk needs, while it is in cache: its key (derived
+/// from its id, so the id must come first), then the seal into `out`, whose
+/// address is hashed window by window as it is written.
 pub fn seal_chunk(
     keys: &NamespaceKeys,
-    span: ChunkSpan,
-    plain: &[u8],
+    chunk: &Chunk<'_>,
+    chunk_id: ChunkId,
     out: &mut [u8],
 ) -> Result<SealedMeta> {
-    let chunk_id = keys.chunk_id(plain, false);
     let key = keys.chunk_key(&chunk_id);
-    seal::seal_into(&key, CHUNK_CONTEXT, plain, out)?;
+    let address = seal::seal_hashed(&key, CHUNK_CONTEXT, &chunk.parts(), out)?;
     Ok(SealedMeta {
-        span,
+        span: chunk.span,
         chunk_id,
         key,
-        address: address_of(out, false),
+        address,
     })
+}
+
+/// The chunks one piece of input completes, cut but not sealed yet: from
+/// [`StorePipeline::plan`], for [`StorePipeline::seal`].
+#[derive(Debug)]
+pub struct Plan {
+    cuts: Cuts,
+    /// The chunk ids, when they were computed while the piece was cut.
+    ids: Option<Vec<ChunkId>>,
+    /// Where the planned piece is, so `seal` can refuse any other.
+    piece: (usize, usize),
+}
+
+impl Plan {
+    /// The exact sealed length of each planned chunk, in order.
+    pub fn sealed_lens(&self) -> Vec<usize> {
+        self.cuts
+            .lengths()
+            .iter()
+            .map(|&len| seal::sealed_len(len as u64) as usize)
+            .collect()
+    }
+}
+
+fn piece_id(piece: &[u8]) -> (usize, usize) {
+    (piece.as_ptr() as usize, piece.len())
 }
 
 /// FastCDC, chunk id, chunk key, seal, address; plus the whole-file BLAKE3.
 ///
-/// Work proceeds in steps: each [`StorePipeline::step`] seals the chunks the
-/// previous step cut, while it cuts the next ones and hashes the new input.
-/// With `parallel`, those three jobs (and the chunks among themselves) run on
-/// all cores, so FastCDC, which is inherently sequential, overlaps with the
-/// rest instead of adding to it.
+/// Each piece of input goes through two calls: [`StorePipeline::plan`] cuts
+/// the chunks the piece completes (a cut is reported as soon as it is
+/// certain), then the caller provides one output buffer per chunk and
+/// [`StorePipeline::seal`] fills them, and keeps the start of the chunk still
+/// being cut for the next piece. The piece itself is never copied, except
+/// that start (fewer than `max_size` bytes). With `parallel`, FastCDC (which
+/// is sequential) runs on the calling thread while the other cores hash the
+/// piece into the whole-file BLAKE3 and compute the id of each chunk as soon
+/// as it is cut; `seal` then seals the chunks on all cores. Without it,
+/// everything runs on the calling thread, the whole-file hash in the pass
+/// that computes each chunk id.
 #[derive(Debug)]
 pub struct StorePipeline {
     keys: NamespaceKeys,
-    chunks: ChunkBuffer,
-    /// Cut in the last step, sealed in the next.
-    pending: Vec<ChunkSpan>,
+    chunks: ChunkStream,
     file_hasher: blake3::Hasher,
-    hashed: u64,
+    size: u64,
+    /// Between `plan` and `seal`.
+    planned: bool,
     finished: bool,
     parallel: bool,
 }
@@ -65,142 +115,187 @@ impl StorePipeline {
     pub fn new(keys: NamespaceKeys, params: ChunkerParams, parallel: bool) -> Self {
         Self {
             keys,
-            chunks: ChunkBuffer::new(params),
-            pending: Vec::new(),
+            chunks: ChunkStream::new(params),
             file_hasher: blake3::Hasher::new(),
-            hashed: 0,
+            size: 0,
+            planned: false,
             finished: false,
             parallel,
         }
     }
 
-    pub fn push(&mut self, data: &[u8]) -> Result<()> {
-        if self.finished {
+    /// Take `piece` (the last one if `last`) and cut the chunks it completes.
+    /// A plan must be sealed before the next `plan`; an abandoned plan leaves
+    /// the pipeline refusing further use.
+    pub fn plan(&mut self, piece: &[u8], last: bool) -> Result<Plan> {
+        if self.finished || self.planned {
             return Err(Error::AlreadyFinalized("store pipeline"));
         }
-        self.chunks.push(data)
+        let (cuts, ids) = if self.parallel {
+            let (cuts, ids) = self.cut_beside_hashing(piece, last)?;
+            (cuts, Some(ids))
+        } else {
+            (self.chunks.cut(piece, last)?, None)
+        };
+        self.planned = true;
+        self.finished = last;
+        self.size += piece.len() as u64;
+        Ok(Plan {
+            cuts,
+            ids,
+            piece: piece_id(piece),
+        })
     }
 
-    /// End of input: what is held back becomes the last chunks.
-    pub fn finish(&mut self) -> Result<()> {
-        if self.finished {
-            return Err(Error::AlreadyFinalized("store pipeline"));
+    /// Cut `piece` on this thread while rayon's threads hash it into the
+    /// whole-file BLAKE3 and compute each chunk's id as soon as it is cut.
+    fn cut_beside_hashing(&mut self, piece: &[u8], last: bool) -> Result<(Cuts, Vec<ChunkId>)> {
+        let Self {
+            keys,
+            chunks,
+            file_hasher,
+            ..
+        } = self;
+        let keys = &*keys;
+        let (sender, ids) = std::sync::mpsc::channel();
+        let cuts = rayon::scope(|scope| {
+            scope.spawn(|_| {
+                file_hasher.update(piece);
+            });
+            let mut index = 0;
+            chunks.cut_each(piece, last, |chunk| {
+                let (sender, i) = (sender.clone(), index);
+                index += 1;
+                scope.spawn(move |_| {
+                    // The receiver outlives the scope, so sending cannot fail.
+                    let _ = sender.send((i, chunk_id(keys, &chunk, None)));
+                });
+            })
+        })?;
+        drop(sender);
+        let mut ids: Vec<(usize, ChunkId)> = ids.into_iter().collect();
+        ids.sort_unstable_by_key(|&(i, _)| i);
+        debug_assert_eq!(ids.len(), cuts.lengths().len());
+        Ok((cuts, ids.into_iter().map(|(_, id)| id).collect()))
+    }
+
+    /// Seal the chunks of `plan` into `outs` (one buffer per chunk, of the
+    /// lengths `Plan::sealed_lens` gave) and keep the rest of `piece`, which
+    /// must be the piece that was planned. Returns the chunks' metadata.
+    pub fn seal(
+        &mut self,
+        piece: &[u8],
+        plan: Plan,
+        outs: &mut [&mut [u8]],
+    ) -> Result<Vec<SealedMeta>> {
+        let lens = plan.sealed_lens();
+        if !self.planned || plan.piece != piece_id(piece) {
+            return Err(Error::invalid("seal needs the piece that was just planned"));
         }
-        self.finished = true;
-        self.chunks.finish();
-        Ok(())
-    }
-
-    /// Sealed lengths of the chunks the next `step` seals, in order.
-    pub fn pending_sealed_lens(&self) -> Vec<usize> {
-        self.pending
-            .iter()
-            .map(|span| seal::sealed_len(span.len as u64) as usize)
-            .collect()
-    }
-
-    /// Whether `step` still has anything to do.
-    pub fn has_work(&self) -> bool {
-        let uncut = self.chunks.total_in() - self.chunks.cut_offset();
-        !self.pending.is_empty()
-            || self.hashed < self.chunks.total_in()
-            || (uncut > 0 && (self.finished || uncut >= self.chunks.params().max_size() as u64))
-    }
-
-    /// Seal the pending chunks into `outs` (one buffer per pending chunk, of
-    /// the lengths `pending_sealed_lens` gave), cut the next chunks, and hash
-    /// the input pushed since the last step. Returns the sealed chunks' metadata.
-    pub fn step(&mut self, outs: &mut [&mut [u8]]) -> Result<Vec<SealedMeta>> {
-        let lens = self.pending_sealed_lens();
         if outs.len() != lens.len() || outs.iter().zip(&lens).any(|(o, &n)| o.len() != n) {
             return Err(Error::invalid(
-                "step needs one buffer per pending chunk, of its sealed length",
+                "seal needs one buffer per planned chunk, of its sealed length",
             ));
         }
         let Self {
             keys,
             chunks,
-            pending,
             file_hasher,
-            hashed,
-            parallel,
             ..
         } = self;
-        let (keys, chunks, pending, parallel) = (&*keys, &*chunks, &*pending, *parallel);
-        let total = chunks.total_in();
-        let new_input = chunks.range(*hashed, total);
-        let mut seal_all = move || -> Result<Vec<SealedMeta>> {
-            if parallel {
+        let cut = chunks.chunks(piece, &plan.cuts);
+        // Ids come with the plan when it was cut beside hashing (`parallel`).
+        let sealed: Result<Vec<SealedMeta>> = match &plan.ids {
+            Some(ids) => {
                 use rayon::prelude::*;
-                pending
-                    .par_iter()
+                cut.par_iter()
+                    .zip(ids)
                     .zip(outs.par_iter_mut())
-                    .map(|(span, out)| seal_chunk(keys, *span, chunks.bytes(span), out))
-                    .collect()
-            } else {
-                pending
-                    .iter()
-                    .zip(outs.iter_mut())
-                    .map(|(span, out)| seal_chunk(keys, *span, chunks.bytes(span), out))
+                    .map(|((chunk, &id), out)| seal_chunk(keys, chunk, id, out))
                     .collect()
             }
+            None => cut
+                .iter()
+                .zip(outs.iter_mut())
+                .map(|(chunk, out)| {
+                    let id = chunk_id(keys, chunk, Some(&mut *file_hasher));
+                    seal_chunk(keys, chunk, id, out)
+                })
+                .collect(),
         };
-        let (lengths, sealed) = if parallel {
-            let (lengths, (_, sealed)) = rayon::join(
-                || chunks.cut_lengths(),
-                || rayon::join(|| file_hasher.update(new_input), seal_all),
-            );
-            (lengths, sealed)
-        } else {
-            file_hasher.update(new_input);
-            (chunks.cut_lengths(), seal_all())
-        };
-        let sealed = sealed?;
-        self.hashed = total;
-        self.pending = self.chunks.advance(&lengths);
-        let keep = self
-            .pending
-            .first()
-            .map_or(self.chunks.cut_offset(), |span| span.offset);
-        self.chunks.release_before(keep);
-        Ok(sealed)
+        self.chunks.commit(piece, plan.cuts);
+        self.planned = false;
+        sealed
     }
 
+    /// Plaintext bytes taken so far.
     pub fn size(&self) -> u64 {
-        self.chunks.total_in()
+        self.size
     }
 
     pub fn is_finished(&self) -> bool {
         self.finished
     }
 
-    /// The whole-file BLAKE3, once the input has ended and every step ran.
+    /// The whole-file BLAKE3, once the last piece has been sealed.
     pub fn blake3(&self) -> Option<[u8; 32]> {
-        (self.finished && !self.has_work()).then(|| *self.file_hasher.finalize().as_bytes())
+        (self.finished && !self.planned).then(|| *self.file_hasher.finalize().as_bytes())
     }
 
-    /// Drive the pipeline over `data` (plus the end, if `last`), sealing into
-    /// fresh vectors: for Rust callers and tests that do not own output memory.
+    /// Plan and seal `data` (plus the end, if `last`) into fresh vectors: for
+    /// Rust callers and tests that do not own output memory.
     pub fn run(&mut self, data: &[u8], last: bool) -> Result<Vec<(SealedMeta, Vec<u8>)>> {
-        self.push(data)?;
-        if last {
-            self.finish()?;
-        }
-        let mut out = Vec::new();
-        loop {
-            let mut bufs: Vec<Vec<u8>> = self
-                .pending_sealed_lens()
-                .into_iter()
-                .map(|n| vec![0; n])
-                .collect();
-            let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
-            let metas = self.step(&mut views)?;
-            out.extend(metas.into_iter().zip(bufs));
-            if !last || !self.has_work() {
-                return Ok(out);
-            }
-        }
+        let plan = self.plan(data, last)?;
+        let mut bufs: Vec<Vec<u8>> = plan.sealed_lens().into_iter().map(|n| vec![0; n]).collect();
+        let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+        let metas = self.seal(data, plan, &mut views)?;
+        Ok(metas.into_iter().zip(bufs).collect())
     }
+}
+
+/// Check that `sealed` is exactly as long as a chunk of `plain_len` bytes
+/// seals to, without allocating anything. Otherwise the blob is hashed: one
+/// that does not match `address` is an address mismatch, whatever its length
+/// (so the caller tries another copy); one that does is truncated or extended.
+pub fn verify_length(address: &[u8], sealed: &[u8], plain_len: u64) -> Result<()> {
+    let expected = seal::sealed_len(plain_len);
+    let actual = sealed.len() as u64;
+    if actual == expected {
+        return Ok(());
+    }
+    check_address(address, &address_of(sealed, false))?;
+    Err(if actual < expected {
+        Error::Truncated("the blob is shorter than its plaintext length requires")
+    } else {
+        Error::TrailingData {
+            extra: (actual - expected) as usize,
+        }
+    })
+}
+
+fn check_address(expected: &[u8], actual: &Address) -> Result<()> {
+    if actual.as_slice() != expected {
+        return Err(Error::AddressMismatch {
+            expected: to_hex(expected),
+            actual: to_hex(actual),
+        });
+    }
+    Ok(())
+}
+
+/// Verify a blob against its address and open it into `out` (exactly the
+/// chunk's plaintext length), in one pass: each window of the blob is hashed,
+/// then the records it completes are opened. The address comes first: a blob
+/// that does not match it is an [`Error::AddressMismatch`] whatever else is
+/// wrong with it, so the caller can try another copy; a blob that matches but
+/// does not open gives the errors of [`seal::open`] (or of [`verify_length`]).
+pub fn open_blob(address: &[u8], key: &[u8], sealed: &[u8], out: &mut [u8]) -> Result<()> {
+    verify_length(address, sealed, out.len() as u64)?;
+    let (actual, opened) = seal::open_hashed(key, CHUNK_CONTEXT, sealed, out);
+    check_address(address, &actual)?;
+    let plain_len = opened?;
+    debug_assert_eq!(plain_len, out.len());
+    Ok(())
 }
 
 /// Verifies and opens a file's sealed chunks in order, and checks the whole file.
@@ -225,7 +320,7 @@ impl RestorePipeline {
         }
     }
 
-    fn check_active(&self) -> Result<()> {
+    pub fn check_active(&self) -> Result<()> {
         if self.finished {
             return Err(Error::AlreadyFinalized("restore pipeline"));
         }
@@ -236,8 +331,8 @@ impl RestorePipeline {
         self.size
     }
 
-    /// Check `sealed` against `address`, then open it into `out`
-    /// (exactly the chunk's plaintext length).
+    /// [`open_blob`] into `out` (exactly the chunk's plaintext length), then
+    /// add the plaintext to the file.
     pub fn open_chunk(
         &mut self,
         address: &[u8],
@@ -245,42 +340,16 @@ impl RestorePipeline {
         sealed: &[u8],
         out: &mut [u8],
     ) -> Result<()> {
-        self.check_chunk(address, sealed, out.len() as u64)?;
-        self.open_checked(key, sealed, out)
+        self.check_active()?;
+        open_blob(address, key, sealed, out)?;
+        self.add_opened(out)
     }
 
-    /// The checks that need no key: the blob hashes to its address, and its
-    /// length is exactly what a `plain_len`-byte chunk seals to.
-    pub fn check_chunk(&self, address: &[u8], sealed: &[u8], plain_len: u64) -> Result<()> {
+    /// Add the next chunk's plaintext, which [`open_blob`] verified and opened.
+    pub fn add_opened(&mut self, plain: &[u8]) -> Result<()> {
         self.check_active()?;
-        let actual = address_of(sealed, self.parallel);
-        if actual.as_slice() != address {
-            return Err(Error::AddressMismatch {
-                expected: to_hex(address),
-                actual: to_hex(&actual),
-            });
-        }
-        let expected_len = seal::sealed_len(plain_len);
-        let sealed_len = sealed.len() as u64;
-        if sealed_len < expected_len {
-            return Err(Error::Truncated(
-                "the blob is shorter than its plaintext length requires",
-            ));
-        }
-        if sealed_len > expected_len {
-            return Err(Error::TrailingData {
-                extra: (sealed_len - expected_len) as usize,
-            });
-        }
-        Ok(())
-    }
-
-    /// Open a chunk that passed [`RestorePipeline::check_chunk`] into `out`.
-    pub fn open_checked(&mut self, key: &[u8], sealed: &[u8], out: &mut [u8]) -> Result<()> {
-        self.check_active()?;
-        seal::open_into(key, CHUNK_CONTEXT, sealed, out)?;
-        hash::update(&mut self.file_hasher, out, self.parallel);
-        self.size += out.len() as u64;
+        hash::update(&mut self.file_hasher, plain, self.parallel);
+        self.size += plain.len() as u64;
         Ok(())
     }
 
@@ -399,6 +468,26 @@ mod tests {
             .open_chunk(&meta.address, &meta.key, &bad, &mut out)
             .unwrap_err();
         assert!(matches!(err, Error::AddressMismatch { .. }));
+    }
+
+    #[test]
+    fn a_copy_that_does_not_match_is_an_address_mismatch_whatever_its_length() {
+        let keys = NamespaceKeys::new(&[9; 32]).unwrap();
+        let mut pipeline = StorePipeline::new(keys, ChunkerParams::default(), false);
+        let chunks = store(&mut pipeline, &data(50_000), 50_000);
+        let (meta, sealed) = &chunks[0];
+        let mut out = vec![0u8; meta.span.len];
+        open_blob(&meta.address, &meta.key, sealed, &mut out).unwrap();
+        for bad in [&sealed[..sealed.len() - 1], &sealed[..100], &[][..]] {
+            let err = open_blob(&meta.address, &meta.key, bad, &mut out).unwrap_err();
+            assert!(matches!(err, Error::AddressMismatch { .. }), "{err}");
+        }
+        let longer = [sealed.as_slice(), b"x"].concat();
+        let err = open_blob(&meta.address, &meta.key, &longer, &mut out).unwrap_err();
+        assert!(matches!(err, Error::AddressMismatch { .. }), "{err}");
+        // A copy that matches its address but not the plaintext length.
+        let err = open_blob(&meta.address, &meta.key, sealed, &mut out[1..]).unwrap_err();
+        assert!(matches!(err, Error::TrailingData { extra: 1 }), "{err}");
     }
 
     #[test]

@@ -190,6 +190,103 @@ pub fn open(key: &[u8], context: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Sealed bytes are hashed in windows of this size, aligned to the start of
+/// the blob: BLAKE3 runs at full speed only on large updates that start on a
+/// multiple of its 1 KiB chunks (measured here: 4.1 GB/s for aligned 64 KiB
+/// updates, 1.9 GB/s for updates of one 16 400-byte record each).
+const HASH_WINDOW: usize = 64 * 1024;
+
+/// Seal the concatenation of `parts` into `out` (exactly its sealed length)
+/// and return the BLAKE3 of `out`, each window of which is hashed as soon as
+/// it is written, while it is still in cache.
+pub fn seal_hashed(
+    key: &[u8],
+    context: &[u8],
+    parts: &[&[u8]],
+    out: &mut [u8],
+) -> Result<[u8; 32]> {
+    let plain_len: usize = parts.iter().map(|part| part.len()).sum();
+    let expected = sealed_len(plain_len as u64);
+    if out.len() as u64 != expected {
+        return Err(Error::invalid(format!(
+            "output buffer must be {expected} bytes, not {}",
+            out.len()
+        )));
+    }
+    let mut sealer = Sealer::new(key, context)?;
+    let mut hasher = blake3::Hasher::new();
+    let (mut written, mut hashed, mut taken) = (0, 0, 0);
+    for part in parts {
+        let mut rest = *part;
+        while !rest.is_empty() {
+            // Windows aligned in the plaintext keep every record whole, except
+            // the one that spans two parts.
+            let (window, after) =
+                rest.split_at((HASH_WINDOW - taken % HASH_WINDOW).min(rest.len()));
+            written += sealer.update_into(window, &mut out[written..])?;
+            taken += window.len();
+            rest = after;
+            let ready = written - written % HASH_WINDOW;
+            if ready > hashed {
+                hasher.update(&out[hashed..ready]);
+                hashed = ready;
+            }
+        }
+    }
+    written += sealer.finalize_into(&mut out[written..])?;
+    hasher.update(&out[hashed..written]);
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// Open `sealed` into `out` (at least `plain_len_upper_bound(sealed.len())`
+/// bytes) while hashing it: each window is hashed, then the records it
+/// completes are opened. Returns the BLAKE3 of `sealed` and the plaintext
+/// length or the opening error. The hash covers all of `sealed` even when
+/// opening fails, so a caller can tell a blob that does not match its address
+/// from one that matches but does not open.
+pub fn open_hashed(
+    key: &[u8],
+    context: &[u8],
+    sealed: &[u8],
+    out: &mut [u8],
+) -> ([u8; 32], Result<usize>) {
+    let mut hasher = blake3::Hasher::new();
+    let mut opened = Opener::new(key, context).and_then(|opener| {
+        let need = plain_len_upper_bound(sealed.len());
+        if out.len() < need {
+            return Err(Error::invalid(format!(
+                "output buffer must be at least {need} bytes"
+            )));
+        }
+        Ok((opener, 0, 0))
+    });
+    let mut hashed = 0;
+    while hashed < sealed.len() {
+        let end = (hashed + HASH_WINDOW).min(sealed.len());
+        hasher.update(&sealed[hashed..end]);
+        hashed = end;
+        // Whole records go straight from `sealed` to `out`; only the final
+        // record passes through the opener's buffer.
+        let ready = if end == sealed.len() {
+            end
+        } else {
+            end.saturating_sub(HEADER_LEN) / WIRE_RECORD * WIRE_RECORD + HEADER_LEN.min(end)
+        };
+        if let Ok((opener, given, written)) = &mut opened
+            && ready > *given
+        {
+            match opener.update_into(&sealed[*given..ready], &mut out[*written..]) {
+                Ok(n) => (*given, *written) = (ready, *written + n),
+                Err(e) => opened = Err(e),
+            }
+        }
+    }
+    let result = opened.and_then(|(mut opener, _, written)| {
+        Ok(written + opener.finalize_into(&mut out[written..])?)
+    });
+    (*hasher.finalize().as_bytes(), result)
+}
+
 /// Streaming encryption. Any error, and `finalize`, end it for good.
 pub struct Sealer {
     cipher: RecordCipher,
@@ -566,6 +663,43 @@ mod tests {
                 Err(Error::TrailingData { .. }) => {}
                 other => panic!("extension by {extra}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn sealing_in_parts_hashes_what_it_writes() {
+        let plain = message(300_001);
+        for split in [0, 1, 16_384, 65_535, 70_000, 300_001] {
+            let (a, b) = plain.split_at(split);
+            let mut out = vec![0u8; sealed_len(plain.len() as u64) as usize];
+            let digest = seal_hashed(&KEY, b"c", &[a, b], &mut out).unwrap();
+            assert_eq!(&digest, blake3::hash(&out).as_bytes(), "split {split}");
+            assert_eq!(open(&KEY, b"c", &out).unwrap(), plain, "split {split}");
+        }
+        let mut short = vec![0u8; 10];
+        assert!(seal_hashed(&KEY, b"c", &[b"abc"], &mut short).is_err());
+    }
+
+    #[test]
+    fn opening_hashes_the_whole_blob_even_when_it_fails() {
+        for len in [0, 5, 16_384, 200_000] {
+            let plain = message(len);
+            let sealed = seal(&KEY, b"c", &plain).unwrap();
+            let mut out = vec![0u8; plain.len()];
+            let (digest, opened) = open_hashed(&KEY, b"c", &sealed, &mut out);
+            assert_eq!(&digest, blake3::hash(&sealed).as_bytes());
+            assert_eq!(opened.unwrap(), len);
+            assert_eq!(out, plain);
+            if len > 0 {
+                let mut tampered = sealed.clone();
+                tampered[HEADER_LEN] ^= 1;
+                let (digest, opened) = open_hashed(&KEY, b"c", &tampered, &mut out);
+                assert_eq!(&digest, blake3::hash(&tampered).as_bytes());
+                assert!(matches!(opened, Err(Error::Tampered { record: 0 })));
+            }
+            let (digest, opened) = open_hashed(&[1; 16], b"c", &sealed, &mut out);
+            assert_eq!(&digest, blake3::hash(&sealed).as_bytes());
+            assert!(matches!(opened, Err(Error::WrongKey)));
         }
     }
 

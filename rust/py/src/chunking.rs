@@ -1,7 +1,7 @@
 //! FastCDC binding.
 
 use fstore_core::chunker::{
-    ChunkBuffer, ChunkerParams, DEFAULT_AVG_SIZE, DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE,
+    ChunkStream, ChunkerParams, DEFAULT_AVG_SIZE, DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE,
 };
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
@@ -12,7 +12,7 @@ use crate::error::NativeResult;
 /// Push-style FastCDC (2020) chunker returning chunk end offsets.
 #[pyclass(module = "fstore._native")]
 pub struct Chunker {
-    inner: ChunkBuffer,
+    inner: ChunkStream,
 }
 
 /// Validated sizes; negative ones are an `InvalidArgumentError` like any other bad size.
@@ -32,12 +32,18 @@ pub fn chunker_params(min_size: i64, avg_size: i64, max_size: i64) -> NativeResu
 }
 
 impl Chunker {
-    fn drain(&mut self) -> Vec<u64> {
-        let mut ends = Vec::new();
-        while let Some((span, _)) = self.inner.next_chunk() {
-            ends.push(span.offset + span.len as u64);
-        }
-        ends
+    /// End offsets of the chunks `data` completes (with `last`, of all the
+    /// rest); only the start of an unfinished chunk is copied.
+    fn cut(&mut self, data: &[u8], last: bool) -> fstore_core::Result<Vec<u64>> {
+        let cuts = self.inner.cut(data, last)?;
+        let ends = self
+            .inner
+            .chunks(data, &cuts)
+            .iter()
+            .map(|chunk| chunk.span.offset + chunk.span.len as u64)
+            .collect();
+        self.inner.commit(data, cuts);
+        Ok(ends)
     }
 }
 
@@ -48,7 +54,7 @@ impl Chunker {
     fn new(min_size: i64, avg_size: i64, max_size: i64) -> NativeResult<Self> {
         let params = chunker_params(min_size, avg_size, max_size)?;
         Ok(Chunker {
-            inner: ChunkBuffer::new(params),
+            inner: ChunkStream::new(params),
         })
     }
 
@@ -69,16 +75,13 @@ impl Chunker {
 
     fn update(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> NativeResult<Vec<u64>> {
         let data = buf::read(&data)?;
-        Ok(py.detach(|| {
-            self.inner.push(data)?;
-            Ok::<_, fstore_core::Error>(self.drain())
-        })?)
+        Ok(py.detach(|| self.cut(data, false))?)
     }
 
-    fn finish(&mut self, py: Python<'_>) -> Vec<u64> {
-        py.detach(|| {
-            self.inner.finish();
-            self.drain()
-        })
+    fn finish(&mut self, py: Python<'_>) -> NativeResult<Vec<u64>> {
+        if self.inner.is_finished() {
+            return Ok(Vec::new());
+        }
+        Ok(py.detach(|| self.cut(&[], true))?)
     }
 }

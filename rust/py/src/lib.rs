@@ -6,6 +6,7 @@ mod buf;
 mod chunking;
 mod error;
 mod hashing;
+mod out;
 mod pipeline;
 mod sealing;
 
@@ -47,6 +48,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pipeline::chunk_key, m)?)?;
     m.add_class::<pipeline::SealedChunk>()?;
     m.add_class::<pipeline::StorePipeline>()?;
+    m.add_function(wrap_pyfunction!(pipeline::open_blob, m)?)?;
     m.add_class::<pipeline::RestorePipeline>()?;
     Ok(())
 }

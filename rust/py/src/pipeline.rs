@@ -4,14 +4,13 @@ use fstore_core::chunker::{DEFAULT_AVG_SIZE, DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE}
 use fstore_core::keys::NamespaceKeys;
 use fstore_core::pipeline;
 use pyo3::buffer::PyBuffer;
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::buf;
 use crate::chunking::chunker_params;
 use crate::error::{NativeResult, not_finished};
-use crate::sealing::bytes_filled_by;
+use crate::out::{bytes_filled_by, new_bytes_for_writing};
 
 #[pyfunction]
 pub fn chunk_id_key<'py>(
@@ -73,34 +72,21 @@ pub struct StorePipeline {
     inner: pipeline::StorePipeline,
 }
 
-/// A new, uninitialised `bytes` of `len` bytes and a mutable view of its memory.
-///
-/// SAFETY of the view: the object was just created, nothing else references it
-/// yet, and the caller fills every byte before handing the object out (or drops
-/// it on failure), which is how the C API's own `PyBytes_FromStringAndSize(NULL, n)`
-/// is meant to be used.
-fn new_bytes_for_writing(py: Python<'_>, len: usize) -> PyResult<(Bound<'_, PyBytes>, &mut [u8])> {
-    unsafe {
-        let ptr = ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as ffi::Py_ssize_t);
-        let obj = Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyBytes>();
-        let data = ffi::PyBytes_AsString(obj.as_ptr()).cast::<u8>();
-        Ok((obj, std::slice::from_raw_parts_mut(data, len)))
-    }
-}
-
 impl StorePipeline {
-    /// One pipeline step: seal the pending chunks straight into new `bytes`
-    /// objects while the next chunks are cut, with the GIL released.
-    fn step(&mut self, py: Python<'_>) -> NativeResult<Vec<SealedChunk>> {
+    /// Take one piece (the last if `last`): cut its chunks with the GIL
+    /// released, allocate a `bytes` object for each sealed chunk, then seal
+    /// straight into them with the GIL released again.
+    fn take(&mut self, py: Python<'_>, piece: &[u8], last: bool) -> NativeResult<Vec<SealedChunk>> {
+        let inner = &mut self.inner;
+        let plan = py.detach(|| inner.plan(piece, last))?;
         let mut objects = Vec::new();
         let mut views = Vec::new();
-        for len in self.inner.pending_sealed_lens() {
+        for len in plan.sealed_lens() {
             let (obj, view) = new_bytes_for_writing(py, len)?;
             objects.push(obj);
             views.push(view);
         }
-        let inner = &mut self.inner;
-        let metas = py.detach(|| inner.step(&mut views))?;
+        let metas = py.detach(|| inner.seal(piece, plan, &mut views))?;
         Ok(metas
             .into_iter()
             .zip(objects)
@@ -142,19 +128,11 @@ impl StorePipeline {
     }
 
     fn feed(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> NativeResult<Vec<SealedChunk>> {
-        let data = buf::read(&data)?;
-        let inner = &mut self.inner;
-        py.detach(|| inner.push(data))?;
-        self.step(py)
+        self.take(py, buf::read(&data)?, false)
     }
 
     fn finish(&mut self, py: Python<'_>) -> NativeResult<Vec<SealedChunk>> {
-        self.inner.finish()?;
-        let mut out = Vec::new();
-        while self.inner.has_work() {
-            out.extend(self.step(py)?);
-        }
-        Ok(out)
+        self.take(py, &[], true)
     }
 
     #[getter]
@@ -169,6 +147,39 @@ impl StorePipeline {
             None => Err(not_finished("the whole-file BLAKE3")),
         }
     }
+}
+
+/// A new `bytes` of `plain_length` bytes filled by `open`, with the GIL
+/// released. The blob's length is checked first (and, if wrong, its address),
+/// so nothing is allocated for a length the blob cannot have.
+fn opened_into_bytes<'py, F>(
+    py: Python<'py>,
+    address: &[u8],
+    sealed: &[u8],
+    plain_length: u64,
+    open: F,
+) -> NativeResult<Bound<'py, PyBytes>>
+where
+    F: FnOnce(&mut [u8]) -> fstore_core::Result<()> + Send,
+{
+    py.detach(|| pipeline::verify_length(address, sealed, plain_length))?;
+    bytes_filled_by(py, plain_length as usize, |out| {
+        open(out).map(|()| out.len())
+    })
+}
+
+#[pyfunction]
+pub fn open_blob<'py>(
+    py: Python<'py>,
+    address: PyBuffer<u8>,
+    key: PyBuffer<u8>,
+    sealed: PyBuffer<u8>,
+    plain_length: u64,
+) -> NativeResult<Bound<'py, PyBytes>> {
+    let (address, key, sealed) = (buf::read(&address)?, buf::read(&key)?, buf::read(&sealed)?);
+    opened_into_bytes(py, address, sealed, plain_length, |out| {
+        pipeline::open_blob(address, key, sealed, out)
+    })
 }
 
 #[pyclass(module = "fstore._native")]
@@ -195,14 +206,17 @@ impl RestorePipeline {
         plain_length: u64,
     ) -> NativeResult<Bound<'py, PyBytes>> {
         let (address, key, sealed) = (buf::read(&address)?, buf::read(&key)?, buf::read(&sealed)?);
-        // Address and length are checked before a single byte is allocated
-        // for a length that came from outside.
-        let inner = &self.inner;
-        py.detach(|| inner.check_chunk(address, sealed, plain_length))?;
+        self.inner.check_active()?;
         let inner = &mut self.inner;
-        bytes_filled_by(py, plain_length as usize, |out| {
-            inner.open_checked(key, sealed, out)
+        opened_into_bytes(py, address, sealed, plain_length, |out| {
+            inner.open_chunk(address, key, sealed, out)
         })
+    }
+
+    fn add_opened(&mut self, py: Python<'_>, plain: PyBuffer<u8>) -> NativeResult<()> {
+        let plain = buf::read(&plain)?;
+        let inner = &mut self.inner;
+        Ok(py.detach(|| inner.add_opened(plain))?)
     }
 
     fn finish(&mut self, expected_size: u64, expected_blake3: PyBuffer<u8>) -> NativeResult<()> {

@@ -7,28 +7,7 @@ use pyo3::types::PyBytes;
 
 use crate::buf;
 use crate::error::NativeResult;
-
-/// A new `bytes` of exactly `len` bytes, filled by `fill` with the GIL released.
-pub fn bytes_filled_by<'py, F>(
-    py: Python<'py>,
-    len: usize,
-    fill: F,
-) -> NativeResult<Bound<'py, PyBytes>>
-where
-    F: FnOnce(&mut [u8]) -> fstore_core::Result<()> + Send,
-{
-    let mut failure = None;
-    let out = PyBytes::new_with(py, len, |b| {
-        if let Err(e) = py.detach(|| fill(b)) {
-            failure = Some(e);
-        }
-        Ok(())
-    })?;
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(out),
-    }
-}
+use crate::out::bytes_filled_by;
 
 #[pyfunction]
 pub fn generate_key(py: Python<'_>) -> Bound<'_, PyBytes> {
@@ -50,7 +29,9 @@ pub fn seal_py<'py>(
 ) -> NativeResult<Bound<'py, PyBytes>> {
     let (key, context, data) = (buf::read(&key)?, buf::read(&context)?, buf::read(&data)?);
     let len = seal::sealed_len(data.len() as u64) as usize;
-    bytes_filled_by(py, len, |out| seal::seal_into(key, context, data, out))
+    bytes_filled_by(py, len, |out| {
+        seal::seal_into(key, context, data, out).map(|()| out.len())
+    })
 }
 
 #[pyfunction]
@@ -64,9 +45,7 @@ pub fn open_sealed<'py>(
     let (key, context, data) = (buf::read(&key)?, buf::read(&context)?, buf::read(&data)?);
     let len = seal::plain_len_upper_bound(data.len());
     // On success the plaintext is exactly `len` bytes; on failure the error is raised.
-    bytes_filled_by(py, len, |out| {
-        seal::open_into(key, context, data, out).map(|_| ())
-    })
+    bytes_filled_by(py, len, |out| seal::open_into(key, context, data, out))
 }
 
 /// A Python class over a streaming core type (`seal::Sealer` or `seal::Opener`,
@@ -102,7 +81,7 @@ macro_rules! stream_class {
                 let data = buf::read(&data)?;
                 let inner = &mut self.inner;
                 let len = inner.update_len(data.len());
-                bytes_filled_by(py, len, |out| inner.update_into(data, out).map(|_| ()))
+                bytes_filled_by(py, len, |out| inner.update_into(data, out))
             }
 
             fn update_into(
@@ -120,7 +99,7 @@ macro_rules! stream_class {
             fn finalize<'py>(&mut self, py: Python<'py>) -> NativeResult<Bound<'py, PyBytes>> {
                 let inner = &mut self.inner;
                 let len = inner.finalize_len();
-                bytes_filled_by(py, len, |out| inner.finalize_into(out).map(|_| ()))
+                bytes_filled_by(py, len, |out| inner.finalize_into(out))
             }
         }
     };
