@@ -324,31 +324,47 @@ class Meter:
 
 
 @contextlib.contextmanager
-def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A function advancing a progress bar on stderr, drawn only if stderr is a terminal."""
+def progress_bar(
+    label: str, total: int | None, files: str | None = None
+) -> Iterator[Callable[..., None]]:
+    """A function advancing a progress bar on stderr, drawn only if stderr is a terminal.
+
+    It takes the bytes to advance by; with ``files`` (the first text of a files
+    column, e.g. ``0 of 12``), also ``files=`` the column's next text.
+    """
     if not sys.stderr.isatty():
-        yield lambda _: None
+        yield lambda _count, files=None: None
         return
     from rich.console import Console
     from rich.progress import (
         BarColumn,
         DownloadColumn,
         Progress,
+        ProgressColumn,
         TextColumn,
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
 
-    columns = (
+    files_column = [TextColumn("{task.fields[files]} files", markup=False)] if files else []
+    columns: list[ProgressColumn] = [
         TextColumn("{task.description}", markup=False),
         BarColumn(),
+        *files_column,
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-    )
+    ]
     with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
+        task = progress.add_task(label, total=total, files=files or "")
+
+        def advance(count: int, files: str | None = None) -> None:
+            if files is None:
+                progress.advance(task, count)
+            else:
+                progress.update(task, advance=count, files=files)
+
+        yield advance
 
 
 @contextlib.contextmanager

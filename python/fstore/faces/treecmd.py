@@ -40,6 +40,7 @@ from fstore.faces.client import (
     emit,
     local_error,
     path_segment,
+    progress_bar,
     shown,
     usage_error,
     warn_if_few_copies,
@@ -100,35 +101,9 @@ class TreeProgress:
 
 @contextlib.contextmanager
 def tree_progress(label: str, files: int | None, size: int | None) -> Iterator[TreeProgress]:
-    if not sys.stderr.isatty():
-        yield TreeProgress(lambda n, f: None)
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        TextColumn("{task.fields[files]} files", markup=False),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
     of = f" of {files:,}" if files is not None else ""
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task(label, total=size, files=f"0{of}")
-
-        def update(count: int, done: int) -> None:
-            progress.update(task, advance=count, files=f"{done:,}{of}")
-
-        yield TreeProgress(update)
+    with progress_bar(label, size, files=f"0{of}") as advance:
+        yield TreeProgress(lambda count, done: advance(count, files=f"{done:,}{of}"))
 
 
 def count_tree(root: Path) -> tuple[int, int]:
