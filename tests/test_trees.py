@@ -648,3 +648,27 @@ def test_a_directory_whose_links_leave_it_restores_the_rest(net: Network, tmp_pa
         assert (target / "sub" / "x").read_bytes() == b"x"
         assert not (target / "abs").is_symlink() and not (target / "sub" / "up").is_symlink()
     assert {p.name for p in area.iterdir()} == {"cli", "api"}
+
+
+def test_the_blobs_of_a_tree_are_every_blob_its_store_wrote(tmp_path: Path, rng: Any) -> None:
+    """``Trees.blobs`` (what space reclamation keeps) names exactly the blobs a tree put."""
+    import uvloop
+
+    from fstore.node import Node
+
+    source = tmp_path / "source"
+    make_tree(source, rng, big=3 * 1024 * 1024)  # a file in chunks, with a manifest
+    (source / "many").mkdir()
+    for i in range(1500):  # enough entries to split the directory into several nodes
+        (source / "many" / f"file {i:04}").write_bytes(rng.randbytes(200))
+
+    async def run() -> tuple[set[bytes], list[bytes]]:
+        async with Node(tmp_path / "node", replicas=1, durable=False) as node:
+            stored = await node.store_tree("tree", source)
+            ref = DirCapability.parse(stored.capability)
+            named = [a async for a in node.trees.blobs(directory.Ref(ref.address, ref.key))]
+            return set(node.blobs.addresses()), named
+
+    on_disk, named = uvloop.run(run())
+    assert len(on_disk) > 5
+    assert set(named) == on_disk

@@ -547,6 +547,27 @@ class Trees:
             for _, level in reversed(stack):
                 await level.aclose()
 
+    async def blobs(self, ref: Ref) -> AsyncGenerator[bytes, None]:
+        """The address of every blob the tree at ``ref`` uses: its directory nodes, and of
+        each file not inline its manifest and chunks (a blob met twice is given twice)."""
+        yield ref.address
+        node = await self.node(ref)
+        if isinstance(node, Index):
+            for child in node.children:
+                async for address in self.blobs(child.ref):
+                    yield address
+            return
+        for entry in node.entries:
+            if isinstance(entry, TreeDir):
+                async for address in self.blobs(entry.ref):
+                    yield address
+            elif isinstance(entry, TreeFile) and isinstance(entry.content, Ref):
+                cap = Capability(entry.content.address, entry.content.key)
+                manifest = await self.reader.manifest(cap)
+                yield cap.manifest_address
+                for chunk in manifest.chunks:
+                    yield chunk.address
+
     # --- reading files --------------------------------------------------------------------------
 
     async def file(self, located: Located) -> FileView:
