@@ -23,7 +23,8 @@ Ops (fields besides ``id`` and ``op``):
   (N = 0) and after each piece.
 - ``delete_local`` ``target``: remove every blob of the file from this node's own
   BlobStore (as ``fstore demo`` does); ``removed``.
-- ``delete`` ``name``; ``peers``; ``list``; ``rss`` (``peak_rss``, ``rss``).
+- ``delete`` ``name``; ``peers`` (linked now); ``members`` (the gossiped list: ``node_id``,
+  ``addr``, ``state``); ``list``; ``rss`` (``peak_rss``, ``rss``).
 - ``serve_http``: start the node's HTTP API on an ephemeral loopback port (once);
   ``http`` (``HOST:PORT``).
 
@@ -157,6 +158,14 @@ class Agent:
             ]
         }
 
+    async def op_members(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "members": [
+                {"node_id": m.node_id.hex(), "addr": m.addr, "state": m.state}
+                for m in self.node.member_list()
+            ]
+        }
+
     async def op_list(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
         return {
             "files": [
@@ -191,6 +200,7 @@ OPS: dict[str, Op] = {
     "delete_local": Agent.op_delete_local,
     "delete": Agent.op_delete,
     "peers": Agent.op_peers,
+    "members": Agent.op_members,
     "list": Agent.op_list,
     "rss": Agent.op_rss,
     "metric": Agent.op_metric,

@@ -22,9 +22,12 @@ from fstore.formats.capability import Capability
 from fstore.formats.manifest import Manifest
 from fstore.formats.names import check_name
 from fstore.formats.records import NameKeys
+from fstore.net.gossip import Gossip, GossipConfig
+from fstore.net.gossip_driver import GossipDriver, gossip_config_from_env, random_source
+from fstore.net.gossip_messages import Member
 from fstore.net.identity import Identity, load_namespace_secret, load_network_key
 from fstore.net.link import LinkLimits, Listener, PeerLink, Reply, parse_hostport
-from fstore.net.membership import Membership
+from fstore.net.membership import MAX_LINKS, Membership
 from fstore.net.trust import LinkCredentials, NetworkKey
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics, NodeStats
@@ -45,9 +48,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PeerInfo:
+    """A member this node has a link open to."""
+
     node_id: bytes
     addr: str | None
     outbound: bool
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member of the gossiped list: its claimed address and its state."""
+
+    node_id: bytes
+    addr: str | None
+    state: str  # "alive", "suspect", "dead" or "left"
+    incarnation: int
 
 
 class Node:
@@ -70,6 +85,8 @@ class Node:
         namespace_file: str | os.PathLike[str] | None = None,
         ping_interval: float = 5.0,
         limits: LinkLimits | None = None,
+        max_links: int = MAX_LINKS,
+        gossip: GossipConfig | None = None,
         allow_degraded: bool = False,
         repair_after: float = REPAIR_AFTER,
         repair_interval: float = REPAIR_INTERVAL,
@@ -79,6 +96,8 @@ class Node:
     ) -> None:
         if replicas < 1:
             raise InvalidArgumentError("replicas must be at least 1")
+        if max_links < 1:
+            raise InvalidArgumentError("max_links must be at least 1")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # One node per data directory: held until stop(), released here if __init__ fails.
@@ -101,6 +120,9 @@ class Node:
             self._ping_interval = ping_interval
             # Per-link timeouts and rate: the defaults, or FSTORE_* environment overrides.
             self._limits = limits if limits is not None else LinkLimits.from_env()
+            self._max_links = max_links
+            # Gossip timing: the defaults, or FSTORE_GOSSIP_* environment overrides.
+            self._gossip_config = gossip if gossip is not None else gossip_config_from_env()
             self._server: Listener | None = None
             self.address = ""
             self.metrics = NodeMetrics()
@@ -151,16 +173,22 @@ class Node:
             self._credentials,
             None,
             self._handle,
-            on_peer=self._remember_peer,
+            on_seed=lambda node, addr: self._peers.driver.join(node, addr),
             on_rejected=lambda link, reason: self.metrics.peers_rejected.inc(),
             ping_interval=self._ping_interval,
             limits=self._limits,
+            max_links=self._max_links,
         )
-        self._peers.attach(members)
         self._server = await Listener.bind(host, port, members.accept)
         self.address = self._server.address
-        # Advertised in every hello from now on; known only once bound (port 0).
+        # Advertised in every hello and gossiped from now on; known only once bound (port 0).
         members.listen_addr = self.address
+        gossip = Gossip(
+            self.node_id, self.address, random_source(), time.monotonic(), self._gossip_config
+        )
+        driver = GossipDriver(gossip, members, on_member=self._remember_member)
+        self._peers.attach(members, driver)
+        driver.start()
         known = self.catalog.known_peers()
         self._peers.remember(node for node, _, _ in known)
         remembered = [addr for _, addr, _ in known]
@@ -178,6 +206,7 @@ class Node:
         if self._server is not None:
             await self._server.close()
         if self._peers.started:
+            await self._peers.driver.stop()
             await self.members.stop()
         await self._local.close()
         self.catalog.close()
@@ -203,17 +232,26 @@ class Node:
     ) -> Reply:
         return await self.service.handle(link, op, meta, body)
 
-    def _remember_peer(self, node: bytes, addr: str | None) -> None:
-        self._peers.remember([node])
-        if addr:
-            self.catalog.remember_peer(node, addr, time.time())
+    def _remember_member(self, member: Member) -> None:
+        """A member is alive (new, back, or at a new address): dialled again after a restart."""
+        self._peers.remember([member.node])
+        if member.addr and member.node != self.node_id:
+            self.catalog.remember_peer(member.node, member.addr, time.time())
 
     # --- the public API ---------------------------------------------------------------
 
     def peers(self) -> list[PeerInfo]:
+        """The members this node has a link open to now (at most about ``max_links``)."""
         return [
             PeerInfo(node, link.peer_addr, link.outbound)
             for node, link in sorted(self.members.live().items())
+        ]
+
+    def member_list(self) -> list[MemberInfo]:
+        """Every member the gossiped list holds, this node included, by node id."""
+        return [
+            MemberInfo(m.node, m.addr, m.state.name.lower(), m.incarnation)
+            for m in sorted(self._peers.member_list(), key=lambda m: m.node)
         ]
 
     async def stats(self) -> NodeStats:
@@ -232,8 +270,8 @@ class Node:
         )
 
     async def wait_for_peers(self, count: int, timeout: float = 30.0) -> None:
-        """Wait until at least ``count`` peers are linked."""
-        await self.members.wait_for(lambda: len(self.members.live()) >= count, timeout)
+        """Wait until the member list holds at least ``count`` other members alive."""
+        await self.members.wait_for(lambda: len(self._peers.alive()) >= count, timeout)
 
     async def store(
         self,
