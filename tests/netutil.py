@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypedDict, TypeVar, Unpack
 
@@ -461,7 +461,13 @@ class Agent(NodeProcess):
         return self.result(self.send(op, **fields), timeout)
 
     def peer_ids(self) -> set[bytes]:
+        """The nodes it has a link open to now."""
         return {bytes.fromhex(p["node_id"]) for p in self.call("peers", timeout=10)["peers"]}
+
+    def member_ids(self, states: Collection[str] = ("alive", "suspect")) -> set[bytes]:
+        """The members its gossiped list holds in ``states``, itself included."""
+        members = self.call("members", timeout=10)["members"]
+        return {bytes.fromhex(m["node_id"]) for m in members if m["state"] in states}
 
 
 class NodeOptions(TypedDict, total=False):
