@@ -131,11 +131,13 @@ class Peers:
         """The other live members in the order to ask them for ``key``.
 
         Overdue peers go last, and so do peers that lied before: in XOR order
-        among themselves.
+        among themselves. Members not alive but still present follow.
         """
         candidates = [n for n in self.ranked(key) if n != self.node_id]
         candidates.sort(key=lambda n: (self._overdue(n), self._lies.get(n, 0)))
-        return candidates
+        # Then members declared dead within the grace: one may be back before gossip says so.
+        gone = self.present() - set(candidates) - {self.node_id}
+        return candidates + placement.closest(key, gone, len(gone))
 
     def _overdue(self, node: bytes) -> bool:
         link = self.link(node) if node != self.node_id else None
