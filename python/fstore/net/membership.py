@@ -300,6 +300,8 @@ class Membership:
         try:
             await link.request("ping", timeout=PING_TIMEOUT)
         except FstoreError as e:
+            if link.is_closed():  # closed meanwhile (idle, or by the peer): nothing to drop
+                return
             log.info("%s failed a ping (%s); dropping it", link.describe(), e)
             link.abort("ping failed")
 
