@@ -31,6 +31,7 @@ from netutil import (
     proc_status,
     read_manifest,
     read_until_closed,
+    wait_for_mesh,
     wait_until,
     wire_client,
     write_random_file,
@@ -306,3 +307,26 @@ def test_lying_peer_is_asked_once_then_last(cluster: Cluster, tmp_path: Path) ->
             assert liar.asked[target] == 1, (round_, liar.asked)
     finally:
         liar.close()
+
+
+# --- 5. false gossip ------------------------------------------------------------------------
+
+
+def test_gossiped_member_counts_only_once_it_answers_as_itself(cluster: Cluster) -> None:
+    """A member gossips a node id it made up, at a real node's address: the node that
+    dials there gets another id, drops the link, and never lists or places on it."""
+    a = cluster.agent("a")
+    b = cluster.holder("b", peers=[a.address])
+    wait_for_mesh([a], [a, b], MESH_TIMEOUT)
+    invented = os.urandom(32)
+    with wire_client(a.address, cluster.network) as gossiper:
+        claim = Member(invented, b.address, 0, State.ALIVE)
+        gossiper.request("gossip", {"m": Broadcast((claim,)).to_wire()})
+        wait_until(
+            lambda: f"{b.address}, claimed by {invented.hex()[:12]}, answered as" in a.log_text(),
+            MESH_TIMEOUT,
+            "a to dial the claimed address and drop the link",
+        )
+    # The list (and placement, which reads the same view) holds only proven members.
+    assert invented not in a.member_ids(("alive", "suspect", "dead", "left"))
+    assert a.member_ids() == {a.node_id, b.node_id}

@@ -62,6 +62,7 @@ class Membership:
         handler: RequestHandler,
         *,
         on_seed: Callable[[bytes, str], None] = lambda node, addr: None,
+        on_link: Callable[[PeerLink], None] = lambda link: None,
         on_rejected: Callable[[PeerLink, str], None] = lambda link, reason: None,
         ping_interval: float = PING_INTERVAL,
         limits: LinkLimits = DEFAULT_LIMITS,
@@ -73,6 +74,7 @@ class Membership:
         self.listen_addr = listen_addr
         self._handler = handler
         self._on_seed = on_seed
+        self._on_link = on_link
         self._on_rejected = on_rejected
         self._ping_interval = ping_interval
         self.max_links = max_links
@@ -172,6 +174,18 @@ class Membership:
             opening.add_done_callback(lambda task: self._opened(node, task))
         return await asyncio.shield(opening)
 
+    def reach(self, node: bytes, addr: str | None) -> None:
+        """Open a link to ``node`` in the background if there is none (its HELLO proves it)."""
+        if self._stopping or node in self._opening or node in self.live():
+            return
+        self._spawn(self._reach(node, addr))
+
+    async def _reach(self, node: bytes, addr: str | None) -> None:
+        try:
+            await self.connect(node, addr)
+        except FstoreError as e:
+            log.debug("could not reach %s yet: %s", node.hex()[:12], e)
+
     def _opened(self, node: bytes, task: asyncio.Task[PeerLink]) -> None:
         self._opening.pop(node, None)
         if not task.cancelled():
@@ -192,6 +206,7 @@ class Membership:
         if link.peer_node != node:
             link.go_away("rejected", "not the node expected at this address")
             who = link.peer_node.hex()[:12] if link.peer_node else "?"
+            log.warning("%s, claimed by %s, answered as %s: dropped", addr, node.hex()[:12], who)
             raise PeerRejectedError(f"{addr} answered as {who}, not {node.hex()[:12]}")
         current = self.live().get(node)  # ours, or the other's if both dialled at once
         if current is None:
@@ -236,6 +251,7 @@ class Membership:
             existing.go_away("duplicate", "already linked")
         self.links[peer] = link
         log.debug("linked with %s", link.describe())
+        self._on_link(link)
         self.notify()
 
     def _on_closed(self, link: PeerLink) -> None:

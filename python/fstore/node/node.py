@@ -174,6 +174,7 @@ class Node:
             None,
             self._handle,
             on_seed=lambda node, addr: self._peers.driver.join(node, addr),
+            on_link=self._on_link,
             on_rejected=lambda link, reason: self.metrics.peers_rejected.inc(),
             ping_interval=self._ping_interval,
             limits=self._limits,
@@ -186,7 +187,7 @@ class Node:
         gossip = Gossip(
             self.node_id, self.address, random_source(), time.monotonic(), self._gossip_config
         )
-        driver = GossipDriver(gossip, members, on_member=self._remember_member)
+        driver = GossipDriver(gossip, members, on_member=self._on_member)
         self._peers.attach(members, driver)
         driver.start()
         known = self.catalog.known_peers()
@@ -232,11 +233,20 @@ class Node:
     ) -> Reply:
         return await self.service.handle(link, op, meta, body)
 
-    def _remember_member(self, member: Member) -> None:
-        """A member is alive (new, back, or at a new address): dialled again after a restart."""
-        self._peers.remember([member.node])
-        if member.addr and member.node != self.node_id:
-            self.catalog.remember_peer(member.node, member.addr, time.time())
+    def _on_link(self, link: PeerLink) -> None:
+        """A member proved itself on a link: remembered (and dialled after a restart)."""
+        node = link.peer_node
+        assert node is not None
+        if self._peers.prove(node):
+            addr = link.peer_addr or self._peers.driver.address_of(node)
+            if addr:
+                self.catalog.remember_peer(node, addr, time.time())
+            self.members.notify()
+
+    def _on_member(self, member: Member) -> None:
+        """Gossip tells of a member alive (new, back, or moved): proven by a link to it."""
+        if not self._peers.proven(member.node):
+            self.members.reach(member.node, member.addr)
 
     # --- the public API ---------------------------------------------------------------
 

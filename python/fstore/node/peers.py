@@ -2,9 +2,11 @@
 
 Placement is the ``replicas`` members XOR-closest to a key, this node included,
 among the members the gossiped list holds alive or suspect: the same answer on
-every node once gossip has converged. A link to a member is opened on demand
-(``connect``). Peers that served bytes not matching their address are
-remembered (in memory) and asked last.
+every node once gossip has converged. A member counts only once it is proven:
+once this node has seen its HELLO on a link (now or in an earlier run), so a
+node id that a member gossips but that never answers as itself is never used.
+A link to a member is opened on demand (``connect``). Peers that served bytes
+not matching their address are remembered (in memory) and asked last.
 
 Members are *present* while gossip holds them alive or suspect, and for
 ``repair_after`` seconds after they were last so (dead, left or forgotten); past
@@ -40,6 +42,8 @@ class Peers:
         self._driver: GossipDriver | None = None
         # Member → time.monotonic() it was last seen linked (now, for those linked now).
         self._seen: dict[bytes, float] = {}
+        # Members whose HELLO this node verified, now or in an earlier run.
+        self._proven: set[bytes] = {node_id}
         # Verification failures per peer; the most recent liar last (dict order).
         self._lies: dict[bytes, int] = {}
 
@@ -74,13 +78,27 @@ class Peers:
         """The links open now (a few of the members; see ``alive``)."""
         return self.members.live()
 
+    def prove(self, node: bytes) -> bool:
+        """A link's HELLO named ``node``: it is a member. Whether that is news."""
+        if node in self._proven:
+            return False
+        self._proven.add(node)
+        return True
+
+    def proven(self, node: bytes) -> bool:
+        return node in self._proven
+
+    def view(self) -> list[bytes]:
+        """The proven members gossip holds alive or suspect, this node included."""
+        return [n for n in self.gossip.live_ids() if n in self._proven]
+
     def alive(self) -> list[bytes]:
-        """The members gossip holds alive or suspect, other than this node."""
-        return [n for n in self.gossip.live_ids() if n != self.node_id]
+        """``view()`` without this node."""
+        return [n for n in self.view() if n != self.node_id]
 
     def member_list(self) -> list[Member]:
-        """Every record gossip holds, this node's own included."""
-        return self.gossip.members()
+        """Every record gossip holds of a proven member, this node's own included."""
+        return [m for m in self.gossip.members() if m.node in self._proven]
 
     def addresses(self) -> list[tuple[bytes, str]]:
         """(id, claimed address) of the other members alive or suspect."""
@@ -97,27 +115,28 @@ class Peers:
 
     def ranked(self, key: bytes) -> list[bytes]:
         """Every live member, this node included, nearest to ``key`` first; overdue ones last."""
-        nearest = placement.closest(key, [self.node_id, *self.gossip.live_ids()], 1 << 30)
+        nearest = placement.closest(key, [self.node_id, *self.view()], 1 << 30)
         return sorted(nearest, key=self._overdue)  # stable: XOR order within each group
 
     def remember(self, members: Iterable[bytes]) -> None:
-        """Members known from before this start: each present for one grace from now."""
+        """Members linked in an earlier run: proven, and each present for one grace from now."""
         now = time.monotonic()
         for node in members:
+            self._proven.add(node)
             if node != self.node_id:
                 self._seen.setdefault(node, now)
 
     def present(self) -> set[bytes]:
         """Members alive or suspect now, or so within ``repair_after``; this node included."""
         now = time.monotonic()
-        for node in self.gossip.live_ids():
+        for node in self.view():
             self._seen[node] = now
         recent = {n for n, seen in self._seen.items() if now - seen < self.repair_after}
         return recent | {self.node_id}
 
     def known(self) -> set[bytes]:
         """Every member this node has known: present or lost, this node included."""
-        return set(self._seen) | set(self.gossip.live_ids()) | {self.node_id}
+        return set(self._seen) | set(self.view()) | {self.node_id}
 
     def lost(self) -> set[bytes]:
         """Members not alive or suspect for longer than ``repair_after``."""
