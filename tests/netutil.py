@@ -565,9 +565,11 @@ class Cluster:
             )
             self.processes.append(node)
             started.append(node)
+        # They start together, so the last waits for the imports of all of them.
+        timeout = READY_TIMEOUT * max(1, len(started) // 10)
         for node in started:
-            node.wait_ready()
-            node.wait_http()
+            node.wait_ready(timeout)
+            node.wait_http(timeout)
         return started
 
     def close(self) -> None:
