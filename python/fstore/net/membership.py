@@ -47,6 +47,9 @@ MAX_LINKS = 32
 # A link over the cap is closed only once unused this long: a link just opened
 # for a probe or a put is about to carry its answer.
 IDLE_GRACE = 2.0
+# Links opened at once only to see members' HELLOs (``reach``): a node that
+# hears of many members at once (a join) does not open a link to each at once.
+MAX_REACHING = 4
 # Inbound connections still in the TLS handshake or waiting for HELLO: more are
 # closed at once, so strangers cannot use up the node's file descriptors and
 # memory. The limit per host keeps one flooding host from locking members out.
@@ -82,6 +85,7 @@ class Membership:
         self._dialing: dict[str, asyncio.Task[None]] = {}
         # Links being opened on demand, by the node id expected at the other end.
         self._opening: dict[bytes, asyncio.Task[PeerLink]] = {}
+        self._reaching = asyncio.Semaphore(MAX_REACHING)
         self._tasks: set[asyncio.Task[None]] = set()
         # Weak: a failed dial leaves a link object that nothing else references.
         self._all_links: weakref.WeakSet[PeerLink] = weakref.WeakSet()
@@ -181,10 +185,11 @@ class Membership:
         self._spawn(self._reach(node, addr))
 
     async def _reach(self, node: bytes, addr: str | None) -> None:
-        try:
-            await self.connect(node, addr)
-        except FstoreError as e:
-            log.debug("could not reach %s yet: %s", node.hex()[:12], e)
+        async with self._reaching:
+            try:
+                await self.connect(node, addr)
+            except FstoreError as e:
+                log.debug("could not reach %s yet: %s", node.hex()[:12], e)
 
     def _opened(self, node: bytes, task: asyncio.Task[PeerLink]) -> None:
         self._opening.pop(node, None)
