@@ -5,6 +5,8 @@ it the ``gossip`` requests peers send (docs/PROTOCOL.md, section 11), and
 carries each message the core returns as a ``gossip`` request on the link to
 its recipient, opened on demand (``Membership.connect``). Delivery is best
 effort, as the core expects: a message that cannot be delivered is dropped.
+Probes share each connection with bulk data, so anything a probed member sends
+after a PING counts as its ACK (``_watch``).
 
 Who sent a message is the node id the link's handshake proved, never a field
 of the message; a record's address is only a claim, checked by the certificate
@@ -36,7 +38,8 @@ from fstore.net.gossip import (
     MemberSuspected,
     Send,
 )
-from fstore.net.gossip_messages import Member, decode
+from fstore.net.gossip_messages import Ack, Member, Ping, decode
+from fstore.net.link import PeerLink
 from fstore.net.membership import Membership
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 # A gossip request not answered in this long costs the link (PeerLink.request).
 GOSSIP_REQUEST_TIMEOUT = 30.0
 MAX_WAIT = 1.0  # the timer loop wakes at least this often, whatever the core says
+# The fraction of the probe timeout after which bytes heard count as a probe's ACK.
+ANSWER_WAIT = 0.8
 
 
 def gossip_config_from_env(environ: Mapping[str, str] = os.environ) -> GossipConfig:
@@ -126,11 +131,26 @@ class GossipDriver:
     async def _deliver(self, send: Send) -> None:
         try:
             link = await self._links.connect(send.to, send.addr)
+            if isinstance(send.message, Ping):
+                self._watch(link, send.to, send.message.seq)
             await link.request(
                 "gossip", {"m": send.message.to_wire()}, timeout=GOSSIP_REQUEST_TIMEOUT
             )
         except FstoreError as e:
             log.debug("gossip to %s not delivered: %s", send.to.hex()[:12], e)
+
+    def _watch(self, link: PeerLink, node: bytes, seq: int) -> None:
+        """Count bytes from ``node`` after PING ``seq`` as its ACK, just before the probe
+        times out: its ACK may be queued behind a blob on the same connection, and a
+        member that is sending is alive (a dead one's connection ends once drained)."""
+        sent_at = time.monotonic()
+
+        def check() -> None:
+            if link.heard_at > sent_at and not link.is_closed():
+                self._send_all(self.gossip.receive(node, Ack(seq, ()), self._clock()))
+
+        delay = self.gossip.config.probe_timeout * ANSWER_WAIT
+        asyncio.get_running_loop().call_later(delay, check)
 
     def _handle(self, events: list[Event]) -> None:
         if not events:
