@@ -27,7 +27,7 @@ CONFIG = GossipConfig(sync_interval=10)
 CONVERGE_TIMEOUT = 120.0
 IDLE_SECONDS = 10.0
 # A lone idle node is about 58 MiB (Python, aiohttp, TLS, SQLite); links opened
-# and closed leave more behind (docs/SCALE.md has the figures, 87 to 122 MiB).
+# and closed leave more behind (docs/SCALE.md has the figures, 79 to 122 MiB).
 # This bound catches growth, such as links or buffers that are never freed.
 IDLE_RSS_LIMIT = 160 * 1024 * 1024
 
