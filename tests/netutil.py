@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypedDict, TypeVar, Unpack
 
@@ -303,6 +303,17 @@ class NodeProcess:
             bytes.fromhex(p["node_id"]) for p in json.loads(self.http_get("/v1/peers"))["peers"]
         }
 
+    def http_members(self) -> dict[bytes, str]:
+        """Its gossiped member list as its HTTP API lists it: node id → state."""
+        members = json.loads(self.http_get("/v1/members"))["members"]
+        return {bytes.fromhex(m["node_id"]): m["state"] for m in members}
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used so far."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def metric(self, name: str) -> float:
         """The value of an unlabelled metric in the node's ``/metrics``."""
         for line in self.http_get("/metrics").decode().splitlines():
@@ -461,7 +472,13 @@ class Agent(NodeProcess):
         return self.result(self.send(op, **fields), timeout)
 
     def peer_ids(self) -> set[bytes]:
+        """The nodes it has a link open to now."""
         return {bytes.fromhex(p["node_id"]) for p in self.call("peers", timeout=10)["peers"]}
+
+    def member_ids(self, states: Collection[str] = ("alive", "suspect")) -> set[bytes]:
+        """The members its gossiped list holds in ``states``, itself included."""
+        members = self.call("members", timeout=10)["members"]
+        return {bytes.fromhex(m["node_id"]) for m in members if m["state"] in states}
 
 
 class NodeOptions(TypedDict, total=False):
@@ -531,6 +548,30 @@ class Cluster:
         node.wait_http()
         return node
 
+    def holders(self, names: Sequence[str], **options: Unpack[NodeOptions]) -> list[NodeProcess]:
+        """Start many ``fstore-node`` processes at once (HTTP on ephemeral ports), then
+        wait for each: quicker than one by one."""
+        started = []
+        for name in names:
+            directory, args = self._node_args(name, options)
+            argv = [fstore_node_command(), *args, "--http", "127.0.0.1:0"]
+            node = NodeProcess(
+                name,
+                argv,
+                directory,
+                self.root / f"{name}.log",
+                stdin=False,
+                env=options.get("env"),
+            )
+            self.processes.append(node)
+            started.append(node)
+        # They start together, so the last waits for the imports of all of them.
+        timeout = READY_TIMEOUT * max(1, len(started) // 10)
+        for node in started:
+            node.wait_ready(timeout)
+            node.wait_http(timeout)
+        return started
+
     def close(self) -> None:
         """Kill every process still running; print the end of each log (shown on failure).
 
@@ -547,12 +588,13 @@ class Cluster:
 
 
 def wait_for_mesh(agents: Sequence[Agent], everyone: Sequence[NodeProcess], timeout: float) -> None:
-    """Wait until each agent is linked with every other node of ``everyone``."""
+    """Wait until each agent holds every other node of ``everyone`` alive, and is linked
+    with each (a small network is a full mesh: below ``--max-links``)."""
     for agent in agents:
         others = {p.node_id for p in everyone if p is not agent}
 
         def linked(agent: Agent = agent, others: set[bytes] = others) -> bool:
-            return others <= agent.peer_ids()
+            return others <= agent.member_ids(("alive",)) and others <= agent.peer_ids()
 
         wait_until(linked, timeout, f"{agent.name} to link with all {len(others)} other nodes")
 

@@ -28,7 +28,8 @@ Ops (fields besides ``id`` and ``op``):
   ``skipped`` (``[path, reason]`` pairs).
 - ``get_tree`` ``target``, ``out``: ``Node.get_tree``; ``files``, ``dirs``, ``symlinks``, ``size``.
 - ``list_tree`` ``target``: ``Node.list_tree``; ``entries`` (``name``, ``kind``).
-- ``delete`` ``name``; ``peers``; ``list``; ``rss`` (``peak_rss``, ``rss``).
+- ``delete`` ``name``; ``peers`` (linked now); ``members`` (the gossiped list: ``node_id``,
+  ``addr``, ``state``); ``list``; ``rss`` (``peak_rss``, ``rss``).
 - ``serve_http``: start the node's HTTP API on an ephemeral loopback port (once);
   ``http`` (``HOST:PORT``).
 
@@ -190,6 +191,14 @@ class Agent:
             ]
         }
 
+    async def op_members(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "members": [
+                {"node_id": m.node_id.hex(), "addr": m.addr, "state": m.state}
+                for m in self.node.member_list()
+            ]
+        }
+
     async def op_list(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
         return {
             "files": [
@@ -227,6 +236,7 @@ OPS: dict[str, Op] = {
     "list_tree": Agent.op_list_tree,
     "delete": Agent.op_delete,
     "peers": Agent.op_peers,
+    "members": Agent.op_members,
     "list": Agent.op_list,
     "rss": Agent.op_rss,
     "metric": Agent.op_metric,

@@ -31,6 +31,7 @@ from netutil import (
     proc_status,
     read_manifest,
     read_until_closed,
+    wait_for_mesh,
     wait_until,
     wire_client,
     write_random_file,
@@ -38,6 +39,7 @@ from netutil import (
 
 from fstore import _native
 from fstore.net import placement, wire
+from fstore.net.gossip_messages import Ack, Broadcast, Member, Message, Ping, State, decode
 from fstore.net.link import MAX_SERVING, MAX_UNSENT
 from fstore.net.trust import LinkCredentials, NetworkKey
 
@@ -220,7 +222,11 @@ def identity_closest_to(target: bytes, others: set[bytes], network: NetworkKey) 
 
 
 class Liar:
-    """A member that dials a node and answers get_blob of ``target`` with wrong bytes."""
+    """A member that dials a node and answers get_blob of ``target`` with wrong bytes.
+
+    It gossips just enough to be in the node's member list: it announces itself
+    alive and acknowledges the node's probes.
+    """
 
     def __init__(self, address: str, creds: LinkCredentials, target: bytes) -> None:
         self.node_id = creds.node_id
@@ -229,6 +235,8 @@ class Liar:
         link = MemberLink(address, creds)
         self.sock, self.conn = link.sock, link.conn
         self.sock.sendall(link.hello())
+        me = Member(self.node_id, None, 0, State.ALIVE)
+        self._gossip(Broadcast((me,)))
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -239,8 +247,19 @@ class Liar:
                 for event in self.conn.feed(data):
                     if isinstance(event, wire.RequestReceived):
                         self.sock.sendall(encode(self._answer(event)))
+                        self._acknowledge(event)
         except OSError:
             pass
+
+    def _gossip(self, message: Message) -> None:
+        _, frames = self.conn.request("gossip", {"m": message.to_wire()})
+        self.sock.sendall(encode(frames))
+
+    def _acknowledge(self, event: wire.RequestReceived) -> None:
+        if event.op == "gossip":
+            message = decode(event.meta["m"])
+            if isinstance(message, Ping):
+                self._gossip(Ack(message.seq, ()))
 
     def _answer(self, event: wire.RequestReceived) -> wire.Writes:
         meta: dict[str, Any] = {}
@@ -252,7 +271,7 @@ class Liar:
             return self.conn.respond(event.stream, {}, os.urandom(64 * KiB))
         if event.op in ("peers", "find_node"):
             meta = {"peers": []}
-        elif event.op != "ping":
+        elif event.op not in ("ping", "gossip"):
             return self.conn.respond_error(event.stream, "bad_request", "no")
         return self.conn.respond(event.stream, meta)
 
@@ -276,7 +295,9 @@ def test_lying_peer_is_asked_once_then_last(cluster: Cluster, tmp_path: Path) ->
     creds = identity_closest_to(target, {reader.node_id, *others}, cluster.network)
     liar = Liar(reader.address, creds, target)
     try:
-        wait_until(lambda: liar.node_id in reader.peer_ids(), MESH_TIMEOUT, "the liar to link")
+        wait_until(
+            lambda: liar.node_id in reader.member_ids(), MESH_TIMEOUT, "the liar to be a member"
+        )
         for round_ in range(2):
             reader.call("delete_local", target=cap)
             out = tmp_path / f"out{round_}"
@@ -286,3 +307,26 @@ def test_lying_peer_is_asked_once_then_last(cluster: Cluster, tmp_path: Path) ->
             assert liar.asked[target] == 1, (round_, liar.asked)
     finally:
         liar.close()
+
+
+# --- 5. false gossip ------------------------------------------------------------------------
+
+
+def test_gossiped_member_counts_only_once_it_answers_as_itself(cluster: Cluster) -> None:
+    """A member gossips a node id it made up, at a real node's address: the node that
+    dials there gets another id, drops the link, and never lists or places on it."""
+    a = cluster.agent("a")
+    b = cluster.holder("b", peers=[a.address])
+    wait_for_mesh([a], [a, b], MESH_TIMEOUT)
+    invented = os.urandom(32)
+    with wire_client(a.address, cluster.network) as gossiper:
+        claim = Member(invented, b.address, 0, State.ALIVE)
+        gossiper.request("gossip", {"m": Broadcast((claim,)).to_wire()})
+        wait_until(
+            lambda: f"{b.address}, claimed by {invented.hex()[:12]}, answered as" in a.log_text(),
+            MESH_TIMEOUT,
+            "a to dial the claimed address and drop the link",
+        )
+    # The list (and placement, which reads the same view) holds only proven members.
+    assert invented not in a.member_ids(("alive", "suspect", "dead", "left"))
+    assert a.member_ids() == {a.node_id, b.node_id}

@@ -85,6 +85,14 @@ def node_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--replicas", type=int, default=3, help="copies of every blob (default 3)")
     p.add_argument(
+        "--max-links",
+        type=_positive_int,
+        default=32,
+        metavar="N",
+        help="links to other members kept open at most; more are opened when needed "
+        "and the least recently used idle ones closed (default 32)",
+    )
+    p.add_argument(
         "--namespace-file",
         type=Path,
         help="a 32-byte namespace secret shared with other nodes (default: the node's own)",
@@ -153,6 +161,16 @@ def _add_durability_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not (value > 0 and value < float("inf")):
@@ -164,6 +182,7 @@ def node_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``Node`` keyword arguments that ``fstore-node``'s options set."""
     return {
         "replicas": args.replicas,
+        "max_links": args.max_links,
         "durable": not args.no_fsync,
         "namespace_file": args.namespace_file,
         "allow_degraded": args.allow_degraded,

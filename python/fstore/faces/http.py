@@ -626,6 +626,18 @@ class _Api:
         ]
         return web.json_response({"peers": peers})
 
+    async def members(self, request: web.Request) -> web.Response:
+        members = [
+            {
+                "node_id": m.node_id.hex(),
+                "addr": m.addr,
+                "state": m.state,
+                "incarnation": m.incarnation,
+            }
+            for m in self.node.member_list()
+        ]
+        return web.json_response({"members": members})
+
     async def status(self, request: web.Request) -> web.Response:
         stats = await self.node.stats()
         local = request.transport.get_extra_info("sockname") if request.transport else None
@@ -669,6 +681,7 @@ def create_app(node: Node, *, body_idle_timeout: float = BODY_IDLE_TIMEOUT) -> w
     app.router.add_get(TREE_ROUTE, api.get_in_tree)
     app.router.add_get(CAP_TREE_ROUTE, api.get_in_capability)
     app.router.add_get("/v1/peers", api.peers)
+    app.router.add_get("/v1/members", api.members)
     app.router.add_get("/v1/status", api.status)
     app.router.add_get("/v1/openapi.json", api.openapi)
     app.router.add_get("/healthz", api.healthz)
@@ -888,6 +901,12 @@ OPENAPI: dict[str, Any] = {
                 "responses": _json_answer(200, "the peers", "PeerList"),
             }
         },
+        "/v1/members": {
+            "get": {
+                "summary": "the gossiped member list, this node included",
+                "responses": _json_answer(200, "the members", "MemberList"),
+            }
+        },
         "/v1/status": {
             "get": {"summary": "the node", "responses": _json_answer(200, "the node", "Status")}
         },
@@ -1024,6 +1043,23 @@ OPENAPI: dict[str, Any] = {
                                 "node_id": _STR,
                                 "addr": {"type": ["string", "null"]},
                                 "outbound": {"type": "boolean"},
+                            },
+                        },
+                    }
+                },
+            },
+            "MemberList": {
+                "type": "object",
+                "properties": {
+                    "members": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "node_id": _STR,
+                                "addr": {"type": ["string", "null"]},
+                                "state": {"enum": ["alive", "suspect", "dead", "left"]},
+                                "incarnation": {"type": "integer"},
                             },
                         },
                     }

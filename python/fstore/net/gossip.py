@@ -103,6 +103,19 @@ class GossipConfig:
         shortest = self.suspicion_mult * max(1.0, math.log10(max(1, members))) * self.probe_interval
         return shortest, shortest * self.suspicion_max_mult
 
+    def detection_bound(self, members: int) -> float:
+        """Seconds within which every member holds a failed member dead (docs/SCALE.md).
+
+        Some member's probe of it fails within a few probe intervals (each interval
+        every member probes one other, so a given member escapes all probes of k
+        intervals with odds of about e**-k); the suspicion spreads in
+        ``retransmit_limit`` gossip rounds, and times out everywhere within the
+        longest suspicion timeout, the one that no other member confirms.
+        """
+        _, longest = self.suspicion_timeouts(members)
+        spread = self.retransmit_limit(members) * self.gossip_interval
+        return 3 * self.probe_interval + spread + longest
+
 
 DEFAULT_CONFIG: Final = GossipConfig()
 

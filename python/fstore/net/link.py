@@ -171,6 +171,9 @@ class PeerLink(asyncio.BufferedProtocol):
         # a peer is responsive unless it has been silent since a request went overdue.
         self._overdue_at: float | None = None
         self.heard_at = time.monotonic()
+        # When a request other than a ping last went either way: the link pool
+        # closes the least recently used idle links first.
+        self.used_at = time.monotonic()
         self._probe: asyncio.Future[None] | None = None
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = loop.create_future()
@@ -299,6 +302,8 @@ class PeerLink(asyncio.BufferedProtocol):
                 self.ready.set_result(None)
             self._on_ready(self)
         elif isinstance(event, wire.RequestReceived):
+            if event.op != "ping":
+                self.used_at = time.monotonic()
             if not self._take_token():
                 self._send(self._conn.respond_error(event.stream, "busy", "request rate limit"))
                 return
@@ -360,6 +365,8 @@ class PeerLink(asyncio.BufferedProtocol):
         gives up on this request only (:class:`PeerSlowError`) and marks the
         peer overdue; a late answer is discarded, and the link stays.
         """
+        if op != "ping":
+            self.used_at = time.monotonic()
         async with self._request_slots:
             if self.is_closed():
                 raise PeerUnavailableError(f"{self.describe()} is not connected")
@@ -419,6 +426,11 @@ class PeerLink(asyncio.BufferedProtocol):
     def mark_overdue(self) -> None:
         """A request to this peer is overdue: ask it last until it is heard from again."""
         self._overdue_at = time.monotonic()
+
+    @property
+    def idle(self) -> bool:
+        """No request in flight either way: closing the link now loses nothing."""
+        return not self._pending and not self._serving
 
     @property
     def responsive(self) -> bool:

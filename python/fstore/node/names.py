@@ -20,7 +20,6 @@ from fstore.errors import (
     FstoreError,
     IntegrityError,
     NotFoundError,
-    PeerUnavailableError,
     RemoteError,
 )
 from fstore.formats.names import check_name
@@ -92,9 +91,7 @@ class Names:
         if node == self.peers.node_id:
             await asyncio.shield(own)
             return
-        link = self.peers.link(node)
-        if link is None:
-            raise PeerUnavailableError("not linked")
+        link = await self.peers.connect(node)
         meta = {"loc": locator, "rec": record, "ver": list(version)}
         await request_patiently(link, "put_record", meta)
 
@@ -190,9 +187,7 @@ class Names:
         )
 
     async def _get_record_from(self, node: bytes, locator: bytes) -> tuple[bytes, Version] | None:
-        link = self.peers.link(node)
-        if link is None:
-            return None
+        link = await self.peers.connect(node)
         try:
             response = await link.request(
                 "get_record", {"loc": locator}, deadline=link.expected_time()
@@ -202,6 +197,9 @@ class Names:
                 return None
             raise
         return record_from_meta(response.meta)
+
+    async def _records_held_by(self, node: bytes) -> list[tuple[bytes, bytes, Version]]:
+        return await _records_held_by(await self.peers.connect(node))
 
     async def delete(self, name: str) -> NameValue:
         """Delete ``name``: a tombstone record that outranks every earlier version.
@@ -219,9 +217,9 @@ class Names:
         records: dict[bytes, set[tuple[Version, bytes]]] = {}
         for loc, rec, ver in self.catalog.records():
             records.setdefault(loc, set()).add((ver, rec))
-        links = list(self.peers.live().values())
+        # Records are placed by locator, which only a name gives: every member is asked.
         results = await asyncio.gather(
-            *(_records_held_by(link) for link in links), return_exceptions=True
+            *(self._records_held_by(node) for node in self.peers.alive()), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):

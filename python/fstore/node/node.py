@@ -24,9 +24,12 @@ from fstore.formats.directory import TreeEntry
 from fstore.formats.manifest import Manifest
 from fstore.formats.names import check_name
 from fstore.formats.records import NameKeys
+from fstore.net.gossip import Gossip, GossipConfig
+from fstore.net.gossip_driver import GossipDriver, gossip_config_from_env, random_source
+from fstore.net.gossip_messages import Member
 from fstore.net.identity import Identity, load_namespace_secret, load_network_key
 from fstore.net.link import LinkLimits, Listener, PeerLink, Reply, parse_hostport
-from fstore.net.membership import Membership
+from fstore.net.membership import MAX_LINKS, Membership
 from fstore.net.trust import LinkCredentials, NetworkKey
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics, NodeStats
@@ -48,9 +51,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PeerInfo:
+    """A member this node has a link open to."""
+
     node_id: bytes
     addr: str | None
     outbound: bool
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member of the gossiped list: its claimed address and its state."""
+
+    node_id: bytes
+    addr: str | None
+    state: str  # "alive", "suspect", "dead" or "left"
+    incarnation: int
 
 
 class Node:
@@ -73,6 +88,8 @@ class Node:
         namespace_file: str | os.PathLike[str] | None = None,
         ping_interval: float = 5.0,
         limits: LinkLimits | None = None,
+        max_links: int = MAX_LINKS,
+        gossip: GossipConfig | None = None,
         allow_degraded: bool = False,
         repair_after: float = REPAIR_AFTER,
         repair_interval: float = REPAIR_INTERVAL,
@@ -82,6 +99,8 @@ class Node:
     ) -> None:
         if replicas < 1:
             raise InvalidArgumentError("replicas must be at least 1")
+        if max_links < 1:
+            raise InvalidArgumentError("max_links must be at least 1")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # One node per data directory: held until stop(), released here if __init__ fails.
@@ -104,6 +123,9 @@ class Node:
             self._ping_interval = ping_interval
             # Per-link timeouts and rate: the defaults, or FSTORE_* environment overrides.
             self._limits = limits if limits is not None else LinkLimits.from_env()
+            self._max_links = max_links
+            # Gossip timing: the defaults, or FSTORE_GOSSIP_* environment overrides.
+            self._gossip_config = gossip if gossip is not None else gossip_config_from_env()
             self._server: Listener | None = None
             self.address = ""
             self.metrics = NodeMetrics()
@@ -163,16 +185,23 @@ class Node:
             self._credentials,
             None,
             self._handle,
-            on_peer=self._remember_peer,
+            on_seed=lambda node, addr: self._peers.driver.join(node, addr),
+            on_link=self._on_link,
             on_rejected=lambda link, reason: self.metrics.peers_rejected.inc(),
             ping_interval=self._ping_interval,
             limits=self._limits,
+            max_links=self._max_links,
         )
-        self._peers.attach(members)
         self._server = await Listener.bind(host, port, members.accept)
         self.address = self._server.address
-        # Advertised in every hello from now on; known only once bound (port 0).
+        # Advertised in every hello and gossiped from now on; known only once bound (port 0).
         members.listen_addr = self.address
+        gossip = Gossip(
+            self.node_id, self.address, random_source(), time.monotonic(), self._gossip_config
+        )
+        driver = GossipDriver(gossip, members, on_member=self._on_member)
+        self._peers.attach(members, driver)
+        driver.start()
         known = self.catalog.known_peers()
         self._peers.remember(node for node, _, _ in known)
         remembered = [addr for _, addr, _ in known]
@@ -191,6 +220,7 @@ class Node:
         if self._server is not None:
             await self._server.close()
         if self._peers.started:
+            await self._peers.driver.stop()
             await self.members.stop()
         await self._local.close()
         self.catalog.close()
@@ -216,17 +246,35 @@ class Node:
     ) -> Reply:
         return await self.service.handle(link, op, meta, body)
 
-    def _remember_peer(self, node: bytes, addr: str | None) -> None:
-        self._peers.remember([node])
-        if addr:
-            self.catalog.remember_peer(node, addr, time.time())
+    def _on_link(self, link: PeerLink) -> None:
+        """A member proved itself on a link: remembered (and dialled after a restart)."""
+        node = link.peer_node
+        assert node is not None
+        if self._peers.prove(node):
+            addr = link.peer_addr or self._peers.driver.address_of(node)
+            if addr:
+                self.catalog.remember_peer(node, addr, time.time())
+            self.members.notify()
+
+    def _on_member(self, member: Member) -> None:
+        """Gossip tells of a member alive (new, back, or moved): proven by a link to it."""
+        if not self._peers.proven(member.node):
+            self.members.reach(member.node, member.addr)
 
     # --- the public API ---------------------------------------------------------------
 
     def peers(self) -> list[PeerInfo]:
+        """The members this node has a link open to now (at most about ``max_links``)."""
         return [
             PeerInfo(node, link.peer_addr, link.outbound)
             for node, link in sorted(self.members.live().items())
+        ]
+
+    def member_list(self) -> list[MemberInfo]:
+        """Every member the gossiped list holds, this node included, by node id."""
+        return [
+            MemberInfo(m.node, m.addr, m.state.name.lower(), m.incarnation)
+            for m in sorted(self._peers.member_list(), key=lambda m: m.node)
         ]
 
     async def stats(self) -> NodeStats:
@@ -245,8 +293,8 @@ class Node:
         )
 
     async def wait_for_peers(self, count: int, timeout: float = 30.0) -> None:
-        """Wait until at least ``count`` peers are linked."""
-        await self.members.wait_for(lambda: len(self.members.live()) >= count, timeout)
+        """Wait until the member list holds at least ``count`` other members alive."""
+        await self.members.wait_for(lambda: len(self._peers.alive()) >= count, timeout)
 
     async def store(
         self,

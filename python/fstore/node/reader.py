@@ -213,9 +213,7 @@ class Reader:
         raise NotFoundError(f"no live holder has blob {address.hex()}")
 
     async def _ask(self, node: bytes, address: bytes, background: bool) -> bytes | memoryview:
-        link = self.peers.link(node)
-        if link is None:
-            raise PeerUnavailableError("not linked")
+        link = await self.peers.connect(node)
         meta: dict[str, object] = {"addr": address}
         if background:
             meta["bg"] = True

@@ -217,9 +217,7 @@ class Repair:
         self, kind: str, peer: bytes, keys: list[GroupKey], groups: dict[GroupKey, Group]
     ) -> set[bytes]:
         """Digests to one peer, offers for the groups that differ; the blobs it lacks."""
-        link = self.peers.link(peer)
-        if link is None:
-            return set()
+        link = await self.peers.connect(peer)
         lacking: set[bytes] = set()
         for start in range(0, len(keys), DIGEST_MAX):
             batch = keys[start : start + DIGEST_MAX]
@@ -300,8 +298,10 @@ class Repair:
     # --- pulling --------------------------------------------------------------------------
 
     async def _pull_records(self, source: bytes, locators: list[bytes]) -> None:
-        link = self.peers.link(source)
-        if link is None:
+        try:
+            link = await self.peers.connect(source)
+        except FstoreError as e:
+            log.info("could not copy records here yet: %s", e)
             return
         for locator in locators:
             try:
@@ -363,8 +363,9 @@ class Repair:
 
     async def _held_by(self, member: bytes, addresses: list[bytes]) -> set[bytes]:
         """The addresses ``member`` confirms it holds (none if it cannot be asked)."""
-        link = self.peers.link(member)
-        if link is None:
+        try:
+            link = await self.peers.connect(member)
+        except FstoreError:
             return set()
         held: set[bytes] = set()
         for start in range(0, len(addresses), OFFER_MAX):

@@ -11,7 +11,6 @@ from fstore.errors import (
     DiskFullError,
     InsufficientReplicasError,
     NotFoundError,
-    PeerUnavailableError,
     RemoteError,
 )
 from fstore.net.link import PeerLink
@@ -118,9 +117,7 @@ class Replicator:
                 if not self.local.has(address):
                     raise NotFoundError(f"blob {address.hex()} is no longer held here")
                 return
-            link = self.peers.link(node)
-            if link is None:
-                raise PeerUnavailableError("not linked")
+            link = await self.peers.connect(node)
             response = await link.request("has_blobs", {"addrs": [address]})
             if response.meta.get("have") == [True]:
                 return
@@ -139,9 +136,7 @@ class Replicator:
             # The address was computed from these bytes in this process.
             await self.local.put(address, blob, verified=True)
             return
-        link = self.peers.link(node)
-        if link is None:
-            raise PeerUnavailableError("not linked")
+        link = await self.peers.connect(node)
         await request_patiently(link, "put_blob", {"addr": address}, blob)
         self.metrics.blob_bytes_sent.inc(len(blob))
 

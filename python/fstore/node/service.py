@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from fstore.errors import AddressMismatchError, DiskFullError, RemoteError
+from fstore.errors import AddressMismatchError, DiskFullError, ProtocolError, RemoteError
 from fstore.formats.records import Version
 from fstore.net import placement
 from fstore.net.link import PeerLink, Reply
@@ -62,8 +62,16 @@ class Service:
         return Reply({})
 
     async def list_peers(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
-        known = self.peers.members.known_addresses()[:MAX_PEERS_LISTED]
+        known = self.peers.addresses()[:MAX_PEERS_LISTED]
         return Reply({"peers": [[n, a] for n, a in known]})
+
+    async def gossip(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        assert link.peer_node is not None  # requests are served only after HELLO
+        try:
+            self.peers.driver.receive(link.peer_node, meta.get("m"))
+        except ProtocolError as e:
+            raise RemoteError("bad_request", f"gossip message: {e}") from e
+        return Reply({})
 
     async def put_blob(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
         with self._foreground():
@@ -160,7 +168,7 @@ class Service:
 
     async def find_node(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
         target = _address(meta, "target")
-        known = dict(self.peers.members.known_addresses())
+        known = dict(self.peers.addresses())
         if own := self._own_address():
             known[self.peers.node_id] = own
         nearest = placement.closest(target, known, 20)
@@ -170,6 +178,7 @@ class Service:
 HANDLERS: dict[str, Handler] = {
     "ping": Service.ping,
     "peers": Service.list_peers,
+    "gossip": Service.gossip,
     "put_blob": Service.put_blob,
     "get_blob": Service.get_blob,
     "has_blobs": Service.has_blobs,
