@@ -56,7 +56,7 @@ class _RowsDone:
     """What the catalog transaction of a batch did."""
 
     kept: list[bool]
-    newly_pinned: list[bytes]
+    newly_kept: list[bytes]
 
 
 class LocalBlobs:
@@ -180,8 +180,8 @@ class LocalBlobs:
             await writing
         except Exception as e:
             blob_error = e
-            if isinstance(rows, _RowsDone) and rows.newly_pinned:
-                await self._unpin(rows.newly_pinned)
+            if isinstance(rows, _RowsDone) and rows.newly_kept:
+                await self._unpin(rows.newly_kept)
         for _, future in batch.blob_waiters:
             _settle(future, None, blob_error or row_error)
 
@@ -191,11 +191,11 @@ class LocalBlobs:
     def _write_rows(self, batch: _Batch) -> _RowsDone:
         """Pins, records and chunk rows of a batch in one transaction (a worker thread)."""
         with self.catalog.transaction():
-            newly_pinned = [address for address in batch.blobs if self.catalog.pin(address)]
+            newly_kept = [address for address in batch.blobs if self.catalog.mark_kept(address)]
             kept = [self.catalog.put_record(loc, rec, ver) for loc, rec, ver, _ in batch.records]
             for chunk_id, address, _ in batch.chunks:
                 self.catalog.add_chunk(chunk_id, address)
-        return _RowsDone(kept, newly_pinned)
+        return _RowsDone(kept, newly_kept)
 
     async def _unpin(self, addresses: list[bytes]) -> None:
         """Take back the pins of blobs whose write failed (they were pinned alongside)."""
@@ -203,7 +203,7 @@ class LocalBlobs:
         def unpin_all() -> None:
             with self.catalog.transaction():
                 for address in addresses:
-                    self.catalog.unpin(address)
+                    self.catalog.unmark_kept(address)
 
         try:
             await self._in_thread(unpin_all)

@@ -358,7 +358,7 @@ class Repair:
                 confirmed &= await self._held_by(member, group.offers)
             for address in confirmed:
                 await asyncio.to_thread(self.local.blobs.delete, address)
-                self.local.catalog.unpin(address)
+                self.local.catalog.unmark_kept(address)
                 self.metrics.handed_off_blobs.inc()
 
     async def _held_by(self, member: bytes, addresses: list[bytes]) -> set[bytes]:

@@ -248,19 +248,19 @@ class Catalog:
 
     # --- pins: blobs this node keeps (placement target or owner) ---
 
-    def pin(self, address: Buffer) -> bool:
+    def mark_kept(self, address: Buffer) -> bool:
         """Pin a blob; True if it was not pinned before."""
         sql = "INSERT OR IGNORE INTO pins (address) VALUES (?)"
         return self._write(sql, (check_id(address),)) == 1
 
-    def unpin(self, address: Buffer) -> bool:
+    def unmark_kept(self, address: Buffer) -> bool:
         """Unpin a blob; True if it was pinned."""
         return self._write("DELETE FROM pins WHERE address = ?", (check_id(address),)) == 1
 
-    def is_pinned(self, address: Buffer) -> bool:
+    def is_kept(self, address: Buffer) -> bool:
         return bool(self._read("SELECT 1 FROM pins WHERE address = ?", (check_id(address),)))
 
-    def pinned(self) -> list[bytes]:
+    def kept(self) -> list[bytes]:
         """Every pinned address, in order."""
         return [_only_bytes(row) for row in self._read("SELECT address FROM pins ORDER BY address")]
 
