@@ -48,6 +48,7 @@ from fstore.errors import (
     InvalidCapabilityError,
     InvalidNameError,
     NotFoundError,
+    StorageFullError,
 )
 from fstore.faces.http_protocol import ApiRunner, RateLimitedLog, error_response
 from fstore.formats.capability import Capability
@@ -83,6 +84,7 @@ _STATUSES: tuple[tuple[type[FstoreError], int, str], ...] = (
     (IntegrityError, 422, "integrity"),
     (InsufficientReplicasError, 503, "insufficient_replicas"),
     (DiskFullError, 507, "disk_full"),
+    (StorageFullError, 507, "storage_full"),
 )
 # aiohttp's own answers: an unknown path, a method a path does not take.
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}

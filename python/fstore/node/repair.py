@@ -210,7 +210,9 @@ class Repair:
 
     def _items(self, kind: str) -> list[Item]:
         if kind == "blob":
-            return blob_items(self.local.blobs.addresses())
+            # Blobs whose leases all lapsed are not offered: collection is taking them.
+            expired = self.local.expired()
+            return blob_items(a for a in self.local.blobs.addresses() if a not in expired)
         return record_items(self.local.catalog.records())
 
     async def _sync_with(

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
 from fstore import _native
 from fstore.errors import FileTooLargeError, FstoreError
 from fstore.formats.capability import Capability
+from fstore.formats.leases import LeaseKeys
 from fstore.formats.manifest import INLINE_MAX, ChunkRef, Manifest
 from fstore.formats.records import NameValue
 from fstore.net import wire
@@ -35,6 +36,8 @@ PIECE_SIZE = 8 * 1024 * 1024
 STORE_WINDOW = 6
 
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
+# Told (name, capability, every blob of the file) once a store's name is written.
+OnStored = Callable[[str, str, list[bytes]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,11 @@ class Writer:
         replicator: Replicator,
         names: Names,
         metrics: NodeMetrics,
+        on_stored: OnStored | None = None,
     ) -> None:
         self._namespace_secret = namespace_secret
+        self._lease_keys = LeaseKeys(namespace_secret)
+        self._on_stored = on_stored
         self.catalog = catalog
         self.local = local
         self.replicator = replicator
@@ -157,12 +163,20 @@ class Writer:
         manifest_address = _native.hash(sealed)
         copies = min(
             copies,
-            await self.replicator.put_blob(manifest_address, sealed, allow_degraded=allow_degraded),
+            await self.replicator.put_blob(
+                manifest_address,
+                sealed,
+                allow_degraded=allow_degraded,
+                tag=self._lease_keys.tag(manifest_address),
+            ),
         )
         capability = str(Capability(manifest_address, file_key))
         stored_at = time.time()
         value = NameValue(name, capability, manifest.size, manifest.blake3, stored_at)
         await self.names.put(value, allow_degraded=allow_degraded)
+        if self._on_stored is not None:
+            blobs = [manifest_address, *(chunk.address for chunk in manifest.chunks)]
+            await self._on_stored(name, capability, blobs)
         self.metrics.stored_bytes.inc(manifest.size)
         log.info(
             "stored %r: %d bytes %s, %d copies",
@@ -198,7 +212,10 @@ class Writer:
             except FstoreError as e:
                 log.info("could not reuse blob %s (%s); storing it again", known.hex()[:12], e)
         written = await self.replicator.put_blob(
-            chunk.address, chunk.sealed, allow_degraded=allow_degraded
+            chunk.address,
+            chunk.sealed,
+            allow_degraded=allow_degraded,
+            tag=self._lease_keys.tag(chunk.address),
         )
         await self.local.add_chunk(chunk.chunk_id, chunk.address)
         return chunk.address, written
