@@ -149,6 +149,14 @@ class Agent:
         await self.node.delete(str(command["name"]))
         return {}
 
+    async def op_pin(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        entry = await self.node.pin(str(command["capability"]))
+        return {"size": entry.size}
+
+    async def op_unpin(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        await self.node.unpin(str(command["capability"]))
+        return {}
+
     async def op_peers(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
         return {
             "peers": [
@@ -190,6 +198,8 @@ OPS: dict[str, Op] = {
     "get": Agent.op_get,
     "delete_local": Agent.op_delete_local,
     "delete": Agent.op_delete,
+    "pin": Agent.op_pin,
+    "unpin": Agent.op_unpin,
     "peers": Agent.op_peers,
     "list": Agent.op_list,
     "rss": Agent.op_rss,

@@ -371,7 +371,7 @@ NODE_B = b"\xbb" * 32
 def test_catalog_file_is_wal_with_a_schema_version(catalog: Catalog, tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / CATALOG_NAME) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
 
 
 def test_catalog_refuses_a_newer_schema(tmp_path: Path) -> None:

@@ -450,6 +450,12 @@ class _Api:
                 "under_replicated": stats.under_replicated,
                 "repair_queue": stats.repair_queue,
                 "last_scrub": stats.last_scrub or None,
+                "used_bytes": stats.used_bytes,
+                "max_storage": stats.max_storage,
+                "reclaimable_bytes": stats.reclaimable_bytes,
+                "reclaimed_bytes": stats.reclaimed_bytes,
+                "pinned_bytes": stats.pinned_bytes,
+                "last_collection": stats.last_collection or None,
                 "version": __version__,
             }
         )
