@@ -30,8 +30,8 @@ from netutil import (
 
 from fstore.faces import cli
 from fstore.faces.cli import HTTP_ADDR_FILE, ListenError, _run_node, node_parser, parse_size
-from fstore.node import local
 from fstore.net.trust import NetworkKey
+from fstore.node import local
 
 RUN_DEADLINE = 60.0  # for a command that should end on its own
 STOP_DEADLINE = 10.0  # from SIGTERM to exit

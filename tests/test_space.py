@@ -310,10 +310,12 @@ def test_a_full_node_is_passed_over_and_a_full_network_answers_507(
     small = [a, b, c]
     wait_until(lambda: len(a.http_peers()) == 2, MESH_TIMEOUT, "a small network")
     kept = random.Random(1).randbytes(MiB)
-    assert http_put(a, "kept", kept)[0] == 201
-    status, answer = http_put(a, "too-big", random.Random(2).randbytes(6 * MiB))
+    status, answer = http_put(a, "kept", kept)
+    assert status == 201
+    status, refused = http_put(a, "too-big", random.Random(2).randbytes(6 * MiB))
     assert status == 507
-    assert answer["error"]["code"] == "storage_full"  # type: ignore[index]
+    assert refused["error"]["code"] == "storage_full"  # type: ignore[index]
     for node in small:
-        with urllib.request.urlopen(f"http://{node.http_address}/v1/files/kept") as got:
+        url = f"http://{node.http_address}/v1/caps/{answer['capability']}"
+        with urllib.request.urlopen(url) as got:
             assert got.read() == kept

@@ -8,13 +8,13 @@ the network's join token. Heavy modules are imported inside the commands so
 from __future__ import annotations
 
 import argparse
-import re
 import asyncio
 import contextlib
 import errno
 import itertools
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -175,8 +175,7 @@ def _add_space_options(p: argparse.ArgumentParser) -> None:
         type=_seconds,
         default=None,
         metavar="SECONDS",
-        help="seconds between reference and collection passes (default a quarter of "
-        "--gc-grace)",
+        help="seconds between reference and collection passes (default a quarter of --gc-grace)",
     )
     p.add_argument(
         "--lease-period",

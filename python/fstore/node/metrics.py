@@ -143,7 +143,7 @@ class NodeMetrics:
         self._pinned = self._gauge(
             "fstore_space_pinned_bytes", "Plaintext bytes of the files this namespace pins."
         )
-        self._last_collection = self._gauge(
+        self.last_collection = self._gauge(
             "fstore_space_last_collection_timestamp_seconds", "When the last collection pass ended."
         )
 
@@ -171,5 +171,4 @@ class NodeMetrics:
         self._limit.set(stats.max_storage or 0)
         self._reclaimable.set(stats.reclaimable_bytes)
         self._pinned.set(stats.pinned_bytes)
-        self._last_collection.set(stats.last_collection)
         return generate_latest(self.registry)

@@ -241,6 +241,7 @@ class Space:
         self.metrics.reclaimed_bytes.inc(freed)
         self.metrics.reclaimed_blobs.inc(blobs)
         self.last_collection = time.time()
+        self.metrics.last_collection.set(self.last_collection)
         if blobs:
             log.info("collected %d blobs (%d bytes) no lease holds any more", blobs, freed)
         return blobs, freed
