@@ -626,7 +626,14 @@ def get_lines(result: Any) -> Iterator[str]:
 
 
 def ls(api: Api, args: argparse.Namespace) -> None:
-    emit(args, api.call("GET", "/v1/files"), ls_lines)
+    if args.pins:
+        emit(args, api.call("GET", "/v1/pins"), pins_lines)
+    else:
+        emit(args, api.call("GET", "/v1/files"), ls_lines)
+
+
+def pins_lines(listing: Any) -> Iterator[str]:
+    return ls_lines({"files": listing["pins"]})
 
 
 def ls_lines(listing: Any) -> Iterator[str]:
@@ -641,6 +648,24 @@ def rm(api: Api, args: argparse.Namespace) -> None:
     checked_name(args.name)
     api.request("DELETE", "/v1/files/" + path_segment(args.name)).close()
     emit(args, {"name": args.name, "deleted": True}, lambda r: [f"deleted {r['name']}"])
+
+
+def checked_capability(text: str) -> str:
+    if not is_capability(text):
+        raise usage_error(f"{shown(text)} is not a capability (fs1:…)")
+    return text
+
+
+def pin(api: Api, args: argparse.Namespace) -> None:
+    capability = checked_capability(args.capability)
+    entry = api.read_json(api.request("PUT", "/v1/pins/" + path_segment(capability)))
+    emit(args, entry, lambda e: [f"pinned {e['capability']} ({e['size']:,} bytes)"])
+
+
+def unpin(api: Api, args: argparse.Namespace) -> None:
+    capability = checked_capability(args.capability)
+    api.request("DELETE", "/v1/pins/" + path_segment(capability)).close()
+    emit(args, {"capability": capability, "unpinned": True}, lambda r: ["unpinned"])
 
 
 def peers(api: Api, args: argparse.Namespace) -> None:
@@ -769,7 +794,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
-    command("ls", ls, "list the names of the node's namespace")
+    p = command("ls", ls, "list the names of the node's namespace")
+    p.add_argument("--pins", action="store_true", help="list the pinned capabilities instead")
+    p = command("pin", pin, "keep a file shared with you alive under your namespace")
+    p.add_argument("capability", metavar="CAPABILITY", help="an fs1: capability")
+    p = command("unpin", unpin, "stop keeping a pinned file; its space is reclaimed")
+    p.add_argument("capability", metavar="CAPABILITY", help="an fs1: capability")
     p = command("rm", rm, "delete a name")
     p.add_argument("name", metavar="NAME")
     command("peers", peers, "list the node's linked peers")

@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 
 FILE_ROUTE = "/v1/files/{name}"
 CAP_ROUTE = "/v1/caps/{capability}"
+PIN_ROUTE = "/v1/pins/{capability}"
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 SHUTDOWN_TIMEOUT = 5.0  # seconds a stopping node lets requests in flight finish
 BODY_IDLE_TIMEOUT = 30.0  # seconds an upload may send no body bytes before a 408
@@ -428,6 +429,18 @@ class _Api:
         entries = await self.node.list()
         return web.json_response({"files": [_entry_json(e) for e in entries]})
 
+    async def put_pin(self, request: web.Request) -> web.Response:
+        entry = await self.node.pin(request.match_info["capability"])
+        return web.json_response(_entry_json(entry), status=201)
+
+    async def delete_pin(self, request: web.Request) -> web.Response:
+        await self.node.unpin(request.match_info["capability"])
+        return web.Response(status=204)
+
+    async def list_pins(self, request: web.Request) -> web.Response:
+        entries = await self.node.pins()
+        return web.json_response({"pins": [_entry_json(e) for e in entries]})
+
     async def peers(self, request: web.Request) -> web.Response:
         peers = [
             {"node_id": p.node_id.hex(), "addr": p.addr, "outbound": p.outbound}
@@ -481,6 +494,9 @@ def create_app(node: Node, *, body_idle_timeout: float = BODY_IDLE_TIMEOUT) -> w
     app.router.add_delete(FILE_ROUTE, api.delete_file)
     app.router.add_get("/v1/files", api.list_files)
     app.router.add_get(CAP_ROUTE, api.get_capability)
+    app.router.add_put(PIN_ROUTE, api.put_pin)
+    app.router.add_delete(PIN_ROUTE, api.delete_pin)
+    app.router.add_get("/v1/pins", api.list_pins)
     app.router.add_get("/v1/peers", api.peers)
     app.router.add_get("/v1/status", api.status)
     app.router.add_get("/v1/openapi.json", api.openapi)
@@ -625,6 +641,26 @@ OPENAPI: dict[str, Any] = {
             "parameters": [_CAPABILITY],
             "get": {"summary": "the bytes of the file a capability names", **_DOWNLOAD},
         },
+        "/v1/pins/{capability}": {
+            "parameters": [_CAPABILITY],
+            "put": {
+                "summary": "keep the file alive under this node's namespace (a pin)",
+                "responses": {
+                    **_json_answer(201, "pinned", "FileEntry"),
+                    **_errors_of(400, 404, 422, 503, 507),
+                },
+            },
+            "delete": {
+                "summary": "unpin the file",
+                "responses": {"204": {"description": "unpinned"}, **_errors_of(400, 404, 503)},
+            },
+        },
+        "/v1/pins": {
+            "get": {
+                "summary": "every pin of the node's namespace",
+                "responses": _json_answer(200, "the pins", "PinList"),
+            }
+        },
         "/v1/peers": {
             "get": {
                 "summary": "the linked peers",
@@ -691,6 +727,12 @@ OPENAPI: dict[str, Any] = {
                     "files": {"type": "array", "items": {"$ref": "#/components/schemas/FileEntry"}}
                 },
             },
+            "PinList": {
+                "type": "object",
+                "properties": {
+                    "pins": {"type": "array", "items": {"$ref": "#/components/schemas/FileEntry"}}
+                },
+            },
             "PeerList": {
                 "type": "object",
                 "properties": {
@@ -717,6 +759,12 @@ OPENAPI: dict[str, Any] = {
                     "peers": _INT,
                     "blobs": _INT,
                     "blob_bytes": _INT,
+                    "used_bytes": _INT,
+                    "max_storage": {"type": ["integer", "null"], "description": "--max-storage"},
+                    "reclaimable_bytes": _INT,
+                    "reclaimed_bytes": _INT,
+                    "pinned_bytes": _INT,
+                    "last_collection": {"type": ["number", "null"], "description": "Unix s"},
                     "version": _STR,
                 },
             },
