@@ -7,6 +7,7 @@ takes hours in use takes seconds here; every wait polls a condition with a deadl
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -121,18 +122,20 @@ def metric_sum(nodes: list[NodeProcess], name: str) -> float:
 
 def passes_after(nodes: list[NodeProcess], count: int) -> None:
     """Wait until every node has run ``count`` more collection passes."""
-    name = "fstore_space_last_collection_timestamp_seconds"
-    start = [metric_of(n, name) for n in nodes]
     for _ in range(count):
-        marks = [metric_of(n, name) for n in nodes]
+        marks = [metric_of(n, LAST_COLLECTION) for n in nodes]
         wait_until(
-            lambda marks=marks: all(
-                metric_of(n, name) > m for n, m in zip(nodes, marks, strict=True)
-            ),
+            functools.partial(collected_since, nodes, marks),
             SETTLE_TIMEOUT,
             "a collection pass on every node",
         )
-    assert all(metric_of(n, name) > s for n, s in zip(nodes, start, strict=True))
+
+
+LAST_COLLECTION = "fstore_space_last_collection_timestamp_seconds"
+
+
+def collected_since(nodes: list[NodeProcess], marks: list[float]) -> bool:
+    return all(metric_of(n, LAST_COLLECTION) > m for n, m in zip(nodes, marks, strict=True))
 
 
 def metric_of(node: NodeProcess, name: str) -> float:
