@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ class Node:
         gc_interval: float | None = None,
         lease_period: float = LEASE_PERIOD,
         max_storage: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if replicas < 1:
             raise InvalidArgumentError("replicas must be at least 1")
@@ -125,6 +126,7 @@ class Node:
                 grace=gc_grace,
                 lease_period=lease_period,
                 max_storage=max_storage,
+                clock=clock,
             )
             replicator = Replicator(self._peers, self._local, replicas, self.metrics)
             self.names = Names(NameKeys(secret), self._local, self._peers, replicator)
