@@ -44,6 +44,7 @@ HASH_INLINE_MAX = 64 * 1024
 MAX_COMMITS = 4
 GC_GRACE = 6 * 3600.0  # upload and released leases lapse after this
 LEASE_PERIOD = 30 * 24 * 3600.0  # a hold lapses after this unless renewed
+COLLECT_BATCH = 1000  # blobs collected per pair of catalog commits
 
 
 @dataclass
@@ -172,9 +173,9 @@ class LocalBlobs:
     async def collect(self, addresses: list[bytes]) -> tuple[int, int]:
         """Delete the blobs among ``addresses`` that have no live lease; (blobs, bytes) freed.
 
-        Each is taken in three commits of its own: its lapsed leases, its file, its
-        kept mark; a kill between them leaves a blob with no lease, which the next
-        pass takes. Blobs a put is writing are skipped; puts of the blobs being
+        Blobs are taken in batches, each in three steps: one commit drops their
+        lapsed leases, then their files go, then one commit drops their kept marks; a
+        kill between them leaves blobs with no lease, which the next pass takes. Blobs a put is writing are skipped; puts of the blobs being
         collected wait until this returns.
         """
         chosen = [a for a in dict.fromkeys(addresses) if a not in self._writing]
@@ -182,7 +183,11 @@ class LocalBlobs:
         self._collecting.update(chosen)
         self._collected.clear()
         try:
-            return await self._in_thread(functools.partial(self._collect_in_thread, chosen))
+            freed, freed_bytes = await self._in_thread(
+                functools.partial(self._collect_in_thread, chosen)
+            )
+            self.used_bytes -= freed_bytes
+            return freed, freed_bytes
         finally:
             self._collecting.difference_update(chosen)
             self._collected.set()
@@ -190,17 +195,29 @@ class LocalBlobs:
     def _collect_in_thread(self, addresses: list[bytes]) -> tuple[int, int]:
         now = self.clock()
         freed = freed_bytes = 0
-        for address in addresses:
-            if not self.catalog.forget_expired_leases(address, now):
-                continue  # held or put again since it was chosen
-            size = self.blobs.size(address)
-            if self.blobs.delete(address) and size is not None:
-                freed += 1
-                freed_bytes += size
-            self.catalog.unmark_kept(address)
+        for start in range(0, len(addresses), COLLECT_BATCH):
+            lapsed = self.catalog.forget_expired_leases(
+                addresses[start : start + COLLECT_BATCH], now
+            )  # the others were held or put again since they were chosen
+            for address in lapsed:
+                size = self.blobs.size(address)
+                if self.blobs.delete(address) and size is not None:
+                    freed += 1
+                    freed_bytes += size
+            self.catalog.unmark_kept_many(lapsed)
         self.catalog.forget_stray_leases(now)
-        self.used_bytes -= freed_bytes
         return freed, freed_bytes
+
+    async def discard(self, address: bytes) -> None:
+        """Drop this node's copy of a blob that others keep (hand-off)."""
+
+        def discard_in_thread() -> int:
+            size = self.blobs.size(address)
+            deleted = self.blobs.delete(address)
+            self.catalog.unmark_kept(address)
+            return (size or 0) if deleted else 0
+
+        self.used_bytes -= await asyncio.to_thread(discard_in_thread)
 
     def expired(self) -> set[bytes]:
         """Blobs kept whose leases have all lapsed: about to be collected."""

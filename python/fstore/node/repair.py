@@ -359,8 +359,7 @@ class Repair:
             for member in group.members:
                 confirmed &= await self._held_by(member, group.offers)
             for address in confirmed:
-                await asyncio.to_thread(self.local.blobs.delete, address)
-                self.local.catalog.unmark_kept(address)
+                await self.local.discard(address)
                 self.metrics.handed_off_blobs.inc()
 
     async def _held_by(self, member: bytes, addresses: list[bytes]) -> set[bytes]:

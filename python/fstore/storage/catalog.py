@@ -361,14 +361,24 @@ class Catalog:
         """The blobs kept whose leases have all lapsed at ``now`` (or that have none)."""
         return [_only_bytes(row) for row in self._read(_EXPIRED_KEPT, (float(now),))]
 
-    def forget_expired_leases(self, address: Buffer, now: float) -> bool:
-        """If no lease on ``address`` is live at ``now``, drop its leases; True if so."""
-        address = check_id(address)
+    def forget_expired_leases(self, addresses: list[bytes], now: float) -> list[bytes]:
+        """Drop the leases of each blob among ``addresses`` none of whose leases is live
+        at ``now``, in one transaction; those blobs, in order."""
+        lapsed = []
         with self.transaction():
-            if self._db.execute(_LIVE_LEASE, (address, float(now))).fetchone():
-                return False
-            self._db.execute("DELETE FROM leases WHERE address = ?", (address,))
-            return True
+            for address in addresses:
+                address = check_id(address)
+                if not self._db.execute(_LIVE_LEASE, (address, float(now))).fetchone():
+                    self._db.execute("DELETE FROM leases WHERE address = ?", (address,))
+                    lapsed.append(address)
+        return lapsed
+
+    def unmark_kept_many(self, addresses: list[bytes]) -> None:
+        """:meth:`unmark_kept` of each, in one transaction."""
+        with self.transaction():
+            self._db.executemany(
+                "DELETE FROM kept WHERE address = ?", [(check_id(a),) for a in addresses]
+            )
 
     def forget_stray_leases(self, now: float) -> int:
         """Drop lapsed leases on blobs not kept here; how many."""
