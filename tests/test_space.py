@@ -27,10 +27,12 @@ from netutil import (
     read_manifest,
     wait_for_mesh,
     wait_until,
+    wire_client,
     write_random_file,
 )
 
 from fstore import _native
+from fstore.formats.leases import LeaseKeys
 
 MESH_TIMEOUT = 30.0
 SETTLE_TIMEOUT = 90.0
@@ -322,3 +324,44 @@ def test_a_full_node_is_passed_over_and_a_full_network_answers_507(
         url = f"http://{node.http_address}/v1/caps/{answer['capability']}"
         with urllib.request.urlopen(url) as got:
             assert got.read() == kept
+
+
+def test_lease_ops_from_a_peer_are_checked_and_a_release_needs_the_secret(
+    cluster: Cluster,
+) -> None:
+    """A member that is not of the namespace cannot release a blob by its tag (only the
+    lease secret, whose BLAKE3 the tag is, releases); malformed lease ops are refused."""
+    node = cluster.holder("h", options=GC)
+    blob = random.Random(9).randbytes(1000)
+    address = _native.hash(blob)
+    keys = LeaseKeys(os.urandom(32))
+    with wire_client(node.address, cluster.network) as client:
+        put = client.request("put_blob", {"addr": address, "tag": keys.tag(address)}, blob)
+        assert put.ok, put.meta
+        assert client.request(
+            "hold_blobs", {"items": [[address, keys.tag(address)]], "stamp": 5}
+        ).ok
+        # The tag itself is no proof: "releasing" by it changes nothing.
+        fake = client.request(
+            "release_blobs", {"items": [[address, keys.tag(address)]], "stamp": 9}
+        )
+        assert fake.ok
+        for meta in (
+            {"items": [[address]], "stamp": 1},
+            {"items": [[address, b"short"]], "stamp": 1},
+            {"items": [[address, address]], "stamp": -1},
+            {"items": "no", "stamp": 1},
+            {"items": [[address, address]] * 513, "stamp": 1},
+        ):
+            refused = client.request("hold_blobs", meta)
+            assert not refused.ok and refused.meta["code"] == "bad_request", meta
+        refused = client.request("put_blob", {"addr": address, "tag": b"short"}, blob)
+        assert not refused.ok and refused.meta["code"] == "bad_request"
+    passes_after([node], 6)  # past the 2 s grace: the hold keeps it
+    assert node.has_blob(address)
+    with wire_client(node.address, cluster.network) as client:
+        released = client.request(
+            "release_blobs", {"items": [[address, keys.secret(address)]], "stamp": 10}
+        )
+        assert released.ok
+    wait_until(lambda: not node.has_blob(address), SETTLE_TIMEOUT, "the released blob to go")

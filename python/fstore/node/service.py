@@ -23,6 +23,7 @@ from fstore.node.metrics import NodeMetrics
 from fstore.node.names import LIST_PAGE_BYTES, Names, record_entry
 from fstore.node.peers import Peers
 from fstore.node.repair import DIGEST_MAX, KINDS, OFFER_MAX, Repair
+from fstore.node.space import LEASE_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,8 @@ def _lease_items(meta: dict[str, Any]) -> tuple[list[tuple[bytes, bytes]], int]:
     """``items: [[address, tag or secret], …]`` and ``stamp`` from a peer, validated."""
     items = meta.get("items")
     stamp = meta.get("stamp")
-    if not isinstance(items, list) or len(items) > OFFER_MAX:
-        raise RemoteError("bad_request", f"items must be a list of at most {OFFER_MAX}")
+    if not isinstance(items, list) or len(items) > LEASE_BATCH:
+        raise RemoteError("bad_request", f"items must be a list of at most {LEASE_BATCH}")
     if type(stamp) is not int or not 0 <= stamp < 1 << 63:
         raise RemoteError("bad_request", "stamp must be an int of at most 63 bits")
     parsed = []

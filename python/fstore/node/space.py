@@ -26,13 +26,14 @@ from fstore.node.metrics import NodeMetrics
 from fstore.node.names import FileEntry, Names, is_pin
 from fstore.node.peers import Peers
 from fstore.node.reader import Reader
-from fstore.node.repair import OFFER_MAX
 
 log = logging.getLogger(__name__)
 
 # Holds and releases go to this many times R of the live members closest to a blob:
 # its responsible members, and those a store went on to past a full or silent one.
 HOLDERS_FACTOR = 2
+# Items per hold or release: 512 pairs of 32-byte values are 35 KiB of meta, under 64 KiB.
+LEASE_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,8 @@ class Space:
     async def _send_to(
         self, op: str, member: bytes, items: list[tuple[bytes, bytes]], stamp: int
     ) -> None:
-        for start in range(0, len(items), OFFER_MAX):
-            batch = items[start : start + OFFER_MAX]
+        for start in range(0, len(items), LEASE_BATCH):
+            batch = items[start : start + LEASE_BATCH]
             if member == self.peers.node_id:
                 if op == "hold_blobs":
                     await self.local.hold(batch, stamp)
