@@ -174,9 +174,10 @@ class LocalBlobs:
         """Delete the blobs among ``addresses`` that have no live lease; (blobs, bytes) freed.
 
         Blobs are taken in batches, each in three steps: one commit drops their
-        lapsed leases, then their files go, then one commit drops their kept marks; a
-        kill between them leaves blobs with no lease, which the next pass takes. Blobs a put is writing are skipped; puts of the blobs being
-        collected wait until this returns.
+        lapsed leases, then their files go, then one commit drops their kept marks;
+        a kill between them leaves blobs with no lease, which the next pass takes.
+        Blobs a put is writing are skipped; puts of the blobs being collected wait
+        until this returns.
         """
         chosen = [a for a in dict.fromkeys(addresses) if a not in self._writing]
         chosen = [a for a in chosen if a not in self._pending.blobs]
