@@ -27,6 +27,7 @@ import pytest
 import uvloop
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from benches.measure import _Pedantic
 from fstore import _native
 from fstore.formats.leases import ANONYMOUS_TAG
 from fstore.node.local import LocalBlobs
@@ -105,7 +106,10 @@ def test_collection_pass(
     store, catalog, every_tenth = fill(tmp_path, count, now)
     local = LocalBlobs(store, catalog, clock=lambda: now)
     results: dict[str, tuple[float, float, int, int]] = {}
-    idle = benchmark.pedantic(measured_pass, args=(local,), kwargs={"traced": False}, rounds=1)
+    timed: _Pedantic = benchmark
+    idle = timed.pedantic(
+        lambda: measured_pass(local, traced=False), rounds=1, warmup_rounds=0, iterations=1
+    )
     results["idle"] = (*idle[:2], measured_pass(local, traced=True)[2], idle[3])
     half = len(every_tenth) // 2
     lapse(catalog, every_tenth[:half], now)
