@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from fstore import _native
 from fstore.errors import StorageFullError
@@ -134,7 +135,7 @@ def test_a_put_during_collection_is_never_lost(tmp_path: Path) -> None:
             assert address not in local.expired()
         await local.close()
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 def test_a_full_node_refuses_new_blobs_but_takes_ones_it_has(tmp_path: Path) -> None:
@@ -157,4 +158,51 @@ def test_a_full_node_refuses_new_blobs_but_takes_ones_it_has(tmp_path: Path) -> 
         await local.put(*second)
         await local.close()
 
-    asyncio.run(main())
+    uvloop.run(main())
+
+
+def test_a_copy_repair_makes_takes_the_holders_leases(tmp_path: Path) -> None:
+    """A member that joins pulls the blobs it is now responsible for, and with them the
+    holds of the namespace that stored them: its copies outlive the grace like theirs."""
+    from fstore import Node
+    from fstore.net.trust import NetworkKey
+
+    network = NetworkKey.generate()
+    namespace = tmp_path / "namespace.key"
+    namespace.write_bytes(os.urandom(32))
+
+    other_namespace = tmp_path / "other.key"
+    other_namespace.write_bytes(os.urandom(32))
+
+    def node(name: str, peers: list[str], ns: Path = namespace) -> Node:
+        return Node(
+            tmp_path / name,
+            peers=peers,
+            network=network,
+            namespace_file=ns,
+            durable=False,
+            replicas=2,
+            repair_interval=0.2,
+            gc_grace=60.0,
+            gc_interval=3600.0,
+        )
+
+    async def main() -> None:
+        async with node("a", []) as a, node("b", [a.address]) as b:
+            await a.wait_for_peers(1)
+            await b.wait_for_peers(1)
+            await a.store("f", os.urandom(10 * 1024 * 1024))
+            # Of another namespace: its own reference passes hold none of these blobs.
+            async with node("c", [a.address], other_namespace) as c:
+                await c.wait_for_peers(2)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 30
+                while not (pulled := list(c.blobs.addresses())):
+                    assert loop.time() < deadline, "the new member pulled nothing"
+                    await asyncio.sleep(0.05)
+                tag = LeaseKeys(namespace.read_bytes()).tag(pulled[0])
+                while HELD not in [s for t, _, s, _ in c.catalog.leases(pulled[0]) if t == tag]:
+                    assert loop.time() < deadline, "the pulled copy has no hold"
+                    await asyncio.sleep(0.05)
+
+    uvloop.run(main())

@@ -160,6 +160,7 @@ class Node:
                 foreground=lambda: self._foreground,
                 interval=repair_interval,
                 rate_mb=repair_rate,
+                on_pulled=self.space.adopt_leases,
             )
             self.scrub = Scrub(
                 self._local, self.repair, self.metrics, rate_mb=scrub_rate, interval=scrub_interval

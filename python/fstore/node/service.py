@@ -23,7 +23,7 @@ from fstore.node.metrics import NodeMetrics
 from fstore.node.names import LIST_PAGE_BYTES, Names, record_entry
 from fstore.node.peers import Peers
 from fstore.node.repair import DIGEST_MAX, KINDS, OFFER_MAX, Repair
-from fstore.node.space import LEASE_BATCH
+from fstore.node.space import LEASE_BATCH, LEASES_ASKED_MAX
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,19 @@ class Service:
         items, stamp = _lease_items(meta)
         await self.local.hold(items, stamp)
         return Reply({})
+
+    async def get_leases(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        addrs = meta.get("addrs")
+        if not isinstance(addrs, list) or len(addrs) > LEASES_ASKED_MAX:
+            raise RemoteError(
+                "bad_request", f"addrs must be a list of at most {LEASES_ASKED_MAX} addresses"
+            )
+        now = self.local.clock()
+        answer = []
+        for address in addrs:
+            leases = self.catalog.leases(_checked_address(address))
+            answer.append([[t, st, s, e - now] for t, st, s, e in leases if e > now])
+        return Reply({"leases": answer})
 
     async def release_blobs(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
         items, stamp = _lease_items(meta)
@@ -192,6 +205,7 @@ HANDLERS: dict[str, Handler] = {
     "has_blobs": Service.has_blobs,
     "hold_blobs": Service.hold_blobs,
     "release_blobs": Service.release_blobs,
+    "get_leases": Service.get_leases,
     "put_record": Service.put_record,
     "get_record": Service.get_record,
     "list_records": Service.list_records,

@@ -26,6 +26,7 @@ from fstore.node.metrics import NodeMetrics
 from fstore.node.names import FileEntry, Names, is_pin
 from fstore.node.peers import Peers
 from fstore.node.reader import Reader
+from fstore.node.repair import woken_or_after
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,31 @@ log = logging.getLogger(__name__)
 HOLDERS_FACTOR = 2
 # Items per hold or release: 512 pairs of 32-byte values are 35 KiB of meta, under 64 KiB.
 LEASE_BATCH = 512
+# Blobs per get_leases: each may carry a lease per namespace that uses it.
+LEASES_ASKED_MAX = 64
+
+
+def _leases_in(answer: object, longest: float) -> list[tuple[bytes, int, int, float]]:
+    """The well-formed leases of the first address of a ``get_leases`` answer; a lease
+    longer than ``longest`` (this node's lease period) is cut to it."""
+    if not isinstance(answer, list) or not answer or not isinstance(answer[0], list):
+        return []
+    leases = []
+    for lease in answer[0]:
+        if not isinstance(lease, list) or len(lease) != 4:
+            continue
+        tag, stamp, state, remaining = lease
+        if (
+            isinstance(tag, bytes)
+            and len(tag) == 32
+            and type(stamp) is int
+            and 0 <= stamp < 1 << 63
+            and state in (0, 1, 2)
+            and isinstance(remaining, float | int)
+            and remaining > 0
+        ):
+            leases.append((tag, stamp, int(state), min(float(remaining), longest)))
+    return leases
 
 
 @dataclass(frozen=True)
@@ -89,8 +115,7 @@ class Space:
             except FstoreError as e:
                 log.warning("collection pass failed: %s", e)
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+            await woken_or_after(self._wake, self.interval)
 
     def trigger(self) -> None:
         """Run both passes soon: after a delete, an overwrite or an unpin."""
@@ -199,6 +224,28 @@ class Space:
             if link is None:
                 raise NotFoundError(f"member {member.hex()[:12]} is not linked")
             await link.request(op, {"items": [list(i) for i in batch], "stamp": stamp})
+
+    async def adopt_leases(self, address: bytes) -> None:
+        """Copy the leases other holders have on a blob repair just copied here, so the
+        copy lives as long as theirs (not only the grace of a copy that came untagged)."""
+        best: dict[bytes, tuple[bytes, int, int, float]] = {}
+        now = self.local.clock()
+        for member in self.peers.ranked(address)[: HOLDERS_FACTOR * self.replicas]:
+            link = self.peers.link(member)
+            if link is None:
+                continue
+            try:
+                response = await link.request("get_leases", {"addrs": [address]})
+            except FstoreError as e:
+                log.debug("get_leases from %s: %s", member.hex()[:12], e)
+                continue
+            for lease in _leases_in(response.meta.get("leases"), self.local.lease_period):
+                tag, stamp, state, remaining = lease
+                held = best.get(tag)
+                if held is None or (stamp, now + remaining) > (held[1], held[3]):
+                    best[tag] = (tag, stamp, state, now + remaining)
+        if best:
+            await asyncio.to_thread(self.catalog.lease_adopt, address, list(best.values()))
 
     # --- pins -----------------------------------------------------------------------------
 

@@ -97,6 +97,13 @@ ON CONFLICT (address, tag) DO UPDATE
     SET stamp = excluded.stamp, state = 1, expires = excluded.expires
     WHERE excluded.stamp >= leases.stamp
 """
+# A lease copied from another holder (repair): kept if newer, or as new and lasting longer.
+_LEASE_ADOPT = """
+INSERT INTO leases (address, tag, stamp, state, expires) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (address, tag) DO UPDATE
+    SET stamp = excluded.stamp, state = excluded.state, expires = excluded.expires
+    WHERE (excluded.stamp, excluded.expires) > (leases.stamp, leases.expires)
+"""
 _LEASE_RELEASE = """
 UPDATE leases SET stamp = ?, state = 2, expires = ? WHERE address = ? AND tag = ? AND stamp < ?
 """
@@ -343,6 +350,16 @@ class Catalog:
         stamp = _check_stamp(stamp)
         params = (stamp, float(expires), check_id(address), check_id(tag, "tag"), stamp)
         return self._write(_LEASE_RELEASE, params) == 1
+
+    def lease_adopt(self, address: Buffer, leases: list[tuple[bytes, int, int, float]]) -> None:
+        """Take (tag, stamp, state, expires) leases another holder has, in one commit."""
+        address = check_id(address)
+        with self.transaction():
+            for tag, stamp, state, expires in leases:
+                if state not in (UPLOAD, HELD, RELEASED):
+                    raise InvalidArgumentError(f"no lease state {state}")
+                params = (address, check_id(tag, "tag"), _check_stamp(stamp), state, expires)
+                self._db.execute(_LEASE_ADOPT, params)
 
     def leases(self, address: Buffer) -> list[tuple[bytes, int, int, float]]:
         """Every (tag, stamp, state, expires) held on a blob, by tag."""
