@@ -223,7 +223,10 @@ class Space:
             link = self.peers.link(member)
             if link is None:
                 raise NotFoundError(f"member {member.hex()[:12]} is not linked")
-            await link.request(op, {"items": [list(i) for i in batch], "stamp": stamp})
+            # One due time, like a name lookup: a silent member must not hold up a
+            # store; what it missed, the next reference pass sends again.
+            meta = {"items": [list(i) for i in batch], "stamp": stamp}
+            await link.request(op, meta, deadline=link.expected_time(len(batch) * 70))
 
     async def adopt_leases(self, address: bytes) -> None:
         """Copy the leases other holders have on a blob repair just copied here, so the
@@ -235,7 +238,9 @@ class Space:
             if link is None:
                 continue
             try:
-                response = await link.request("get_leases", {"addrs": [address]})
+                response = await link.request(
+                    "get_leases", {"addrs": [address]}, deadline=link.expected_time()
+                )
             except FstoreError as e:
                 log.debug("get_leases from %s: %s", member.hex()[:12], e)
                 continue
