@@ -183,6 +183,14 @@ class Agent:
         await self.node.delete(str(command["name"]))
         return {}
 
+    async def op_pin(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        entry = await self.node.pin(str(command["capability"]))
+        return {"size": entry.size}
+
+    async def op_unpin(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
+        await self.node.unpin(str(command["capability"]))
+        return {}
+
     async def op_peers(self, request_id: int, command: dict[str, Any]) -> dict[str, Any]:
         return {
             "peers": [
@@ -235,6 +243,8 @@ OPS: dict[str, Op] = {
     "get_tree": Agent.op_get_tree,
     "list_tree": Agent.op_list_tree,
     "delete": Agent.op_delete,
+    "pin": Agent.op_pin,
+    "unpin": Agent.op_unpin,
     "peers": Agent.op_peers,
     "members": Agent.op_members,
     "list": Agent.op_list,

@@ -756,3 +756,25 @@ def test_ls_never_prints_a_control_character(stand_in: str) -> None:
         assert escaped in out
     listed = json.loads(ok(fstore("ls", "--json", "--node", stand_in)))
     assert [f["name"] for f in listed["files"]] == names
+
+
+def test_pin_ls_pins_unpin(cluster: Cluster, pair: Pair, stored: Stored) -> None:
+    """A node of another namespace pins a capability it was given, lists it, unpins it."""
+    other = start_http_node(cluster, "c", replicas=2, peers=[pair.a.process.address])
+    wait_until(lambda: pair.a.node_id in peer_ids(other), START_DEADLINE, "c to link with a")
+    capability = stored.answer["capability"]
+    pinned = ok_json("pin", capability, "--node", other.url)
+    assert (pinned["capability"], pinned["size"]) == (capability, 5 * MiB)
+    assert [p["capability"] for p in ok_json("ls", "--pins", "--node", other.url)["pins"]] == [
+        capability
+    ]
+    assert ok_json("ls", "--node", other.url)["files"] == []
+    assert capability.encode() in ok(fstore("ls", "--pins", "--node", other.url))
+    assert ok_json("unpin", capability, "--node", other.url)["unpinned"] is True
+    assert ok_json("ls", "--pins", "--node", other.url)["pins"] == []
+    again = fstore("unpin", capability, "--node", other.url)
+    assert again.returncode == client.EXIT_NODE
+    assert one_line(again.stderr).startswith("fstore: not_found: ")
+    bad = fstore("pin", "photos/picture_1.png", "--node", other.url)
+    assert bad.returncode == client.EXIT_USAGE
+    assert "is not a capability" in one_line(bad.stderr)

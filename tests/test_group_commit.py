@@ -31,7 +31,7 @@ def test_every_write_is_committed_when_it_returns(tmp_path: Path) -> None:
                 blob = os.urandom(4096)
                 address = _native.hash(blob)
                 await local.put(address, blob)
-                assert other.is_pinned(address) and local.blobs.get(address) == blob
+                assert other.is_kept(address) and local.blobs.get(address) == blob
                 locator, record = os.urandom(32), os.urandom(100)
                 assert await local.put_record(locator, record, (1, os.urandom(32)))
                 assert other.get_record(locator) is not None
@@ -64,7 +64,7 @@ def test_concurrent_writes_share_commits_and_a_bad_blob_fails_alone(tmp_path: Pa
         assert results[65:] == [True] * 64
         assert local.commits <= MAX_COMMITS + 1
         with committed(tmp_path) as other:
-            assert set(other.pinned()) == set(addresses)
+            assert set(other.kept()) == set(addresses)
             assert all(other.get_record(loc) == (rec, (7, bytes(32))) for loc, rec in records)
         assert not local.blobs.has(bad_address)
         await local.close()
@@ -84,7 +84,7 @@ def test_a_failed_blob_write_fails_its_waiters_and_leaves_no_pin(tmp_path: Path)
         with pytest.raises(StorageError):
             await local.put(address, blob)
         with committed(tmp_path) as other:
-            assert other.pinned() == []
+            assert other.kept() == []
         assert not local.blobs.has(address)
         await local.close()
 

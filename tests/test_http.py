@@ -244,10 +244,17 @@ def test_put_get_head_list_caps_delete(tmp_path: Path, rng: random.Random) -> No
                 "under_replicated": 0,
                 "repair_queue": 0,
                 "last_scrub": status["last_scrub"],
+                "used_bytes": sum(p.stat().st_size for p in blobs),
+                "max_storage": None,
+                "reclaimable_bytes": 0,
+                "reclaimed_bytes": 0,
+                "pinned_bytes": 0,
+                "last_collection": status["last_collection"],
                 "version": __version__,
             }
-            # The first scrub pass runs at start: over, or not yet.
+            # The first scrub and collection passes run at start: over, or not yet.
             assert status["last_scrub"] is None or status["last_scrub"] <= time.time()
+            assert status["last_collection"] is None or status["last_collection"] <= time.time()
             async with http.get(a.url("/healthz")) as response:
                 assert await response.json() == {"ok": True}
 

@@ -6,6 +6,7 @@ installed; each one has a deadline and is killed if it overstays it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -27,8 +28,10 @@ from netutil import (
     wait_until,
 )
 
-from fstore.faces.cli import HTTP_ADDR_FILE, ListenError, _run_node, node_parser
+from fstore.faces import cli
+from fstore.faces.cli import HTTP_ADDR_FILE, ListenError, _run_node, node_parser, parse_size
 from fstore.net.trust import NetworkKey
+from fstore.node import local
 
 RUN_DEADLINE = 60.0  # for a command that should end on its own
 STOP_DEADLINE = 10.0  # from SIGTERM to exit
@@ -377,3 +380,16 @@ def test_a_closed_stdout_is_no_failure(tmp_path: Path) -> None:
         node.kill()
         node.wait()
     assert "Traceback" not in (tmp_path / "node.log").read_text()
+
+
+def test_space_option_defaults_are_the_nodes() -> None:
+    assert (cli.GC_GRACE, cli.LEASE_PERIOD) == (local.GC_GRACE, local.LEASE_PERIOD)
+
+
+def test_sizes_parse_with_binary_units() -> None:
+    assert parse_size("50G") == 50 << 30
+    assert parse_size("512m") == 512 << 20
+    assert parse_size("1.5K") == 1536
+    assert parse_size("1000000") == 1_000_000
+    with pytest.raises(argparse.ArgumentTypeError, match="a size is"):
+        parse_size("lots")

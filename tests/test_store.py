@@ -349,7 +349,7 @@ def test_restart_keeps_everything(tmp_path: Path, rng: random.Random) -> None:
     with Catalog(tmp_path / CATALOG_NAME) as catalog:
         catalog.put_record(locator, b"record", (7, node))
         catalog.add_chunk(chunk_id, first)
-        catalog.pin(first)
+        catalog.mark_kept(first)
         catalog.remember_peer(node, "10.0.0.1:5000", 1234.5)
 
     store = BlobStore(tmp_path)
@@ -358,7 +358,7 @@ def test_restart_keeps_everything(tmp_path: Path, rng: random.Random) -> None:
     with Catalog(tmp_path / CATALOG_NAME) as catalog:
         assert catalog.get_record(locator) == (b"record", (7, node))
         assert catalog.chunk_address(chunk_id) == first
-        assert catalog.pinned() == [first]
+        assert catalog.kept() == [first]
         assert catalog.known_peers() == [(node, "10.0.0.1:5000", 1234.5)]
 
 
@@ -371,7 +371,7 @@ NODE_B = b"\xbb" * 32
 def test_catalog_file_is_wal_with_a_schema_version(catalog: Catalog, tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / CATALOG_NAME) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
 
 
 def test_catalog_refuses_a_newer_schema(tmp_path: Path) -> None:
@@ -429,16 +429,16 @@ def test_chunk_index(catalog: Catalog) -> None:
 
 def test_pins(catalog: Catalog) -> None:
     a, b = sorted(_native.hash(bytes([i])) for i in range(2))
-    assert not catalog.is_pinned(a)
-    assert catalog.pin(b) is True
-    assert catalog.pin(a) is True
-    assert catalog.pin(a) is False
-    assert catalog.is_pinned(a)
-    assert catalog.pinned() == [a, b]
-    assert catalog.unpin(a) is True
-    assert catalog.unpin(a) is False
-    assert not catalog.is_pinned(a)
-    assert catalog.pinned() == [b]
+    assert not catalog.is_kept(a)
+    assert catalog.mark_kept(b) is True
+    assert catalog.mark_kept(a) is True
+    assert catalog.mark_kept(a) is False
+    assert catalog.is_kept(a)
+    assert catalog.kept() == [a, b]
+    assert catalog.unmark_kept(a) is True
+    assert catalog.unmark_kept(a) is False
+    assert not catalog.is_kept(a)
+    assert catalog.kept() == [b]
 
 
 def test_peers(catalog: Catalog) -> None:
@@ -461,27 +461,27 @@ def test_peers(catalog: Catalog) -> None:
 def test_transaction_is_atomic(catalog: Catalog) -> None:
     a, b = _native.hash(b"a"), _native.hash(b"b")
     with pytest.raises(RuntimeError), catalog.transaction():
-        catalog.pin(a)
+        catalog.mark_kept(a)
         with catalog.transaction():  # nested: joins the outer one
-            catalog.pin(b)
+            catalog.mark_kept(b)
         raise RuntimeError("abort")
-    assert catalog.pinned() == []
+    assert catalog.kept() == []
     with catalog.transaction():
-        catalog.pin(a)
-        catalog.pin(b)
-    assert len(catalog.pinned()) == 2
+        catalog.mark_kept(a)
+        catalog.mark_kept(b)
+    assert len(catalog.kept()) == 2
 
 
 def test_catalog_from_threads(catalog: Catalog) -> None:
     def worker(n: int) -> None:
         for i in range(25):
             catalog.put_record(_native.hash(bytes([n, i])), bytes([i]), (i, NODE_A))
-            catalog.pin(_native.hash(bytes([n, i])))
+            catalog.mark_kept(_native.hash(bytes([n, i])))
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(worker, range(8)))
     assert len(catalog.records()) == 200
-    assert len(catalog.pinned()) == 200
+    assert len(catalog.kept()) == 200
 
 
 def test_closed_catalog_raises_storage_error(tmp_path: Path) -> None:
@@ -489,7 +489,7 @@ def test_closed_catalog_raises_storage_error(tmp_path: Path) -> None:
     catalog.close()
     catalog.close()  # idempotent
     with pytest.raises(StorageError):
-        catalog.pinned()
+        catalog.kept()
 
 
 def test_catalog_ids_must_be_32_bytes(catalog: Catalog) -> None:
@@ -497,7 +497,7 @@ def test_catalog_ids_must_be_32_bytes(catalog: Catalog) -> None:
         with pytest.raises(InvalidArgumentError):
             catalog.get_record(bad)
         with pytest.raises(InvalidArgumentError):
-            catalog.pin(bad)
+            catalog.mark_kept(bad)
         with pytest.raises(InvalidArgumentError):
             catalog.chunk_address(bad)
         with pytest.raises(InvalidArgumentError):

@@ -104,6 +104,14 @@ class DiskFullError(StorageError):
     """
 
 
+class StorageFullError(StorageError):
+    """The node's storage limit (``--max-storage``) leaves no room for the blob.
+
+    Nothing was written. A store gets it only when fewer members than its write
+    quorum had room; a full member is otherwise passed over.
+    """
+
+
 class DataDirInUseError(StorageError):
     """Another node (another process, or another ``Node`` of this one) holds the data directory.
 
@@ -204,6 +212,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "StorageError",
+    "StorageFullError",
     "TamperedError",
     "TrailingDataError",
     "TruncatedError",

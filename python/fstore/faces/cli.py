@@ -14,6 +14,7 @@ import errno
 import itertools
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -110,6 +111,7 @@ def node_parser() -> argparse.ArgumentParser:
         "if the node's is, or if that is past 65535)",
     )
     _add_durability_options(p)
+    _add_space_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -171,6 +173,57 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# fstore.node.local's defaults, written out: importing the node here would slow every command.
+GC_GRACE = 6 * 3600.0
+LEASE_PERIOD = 30 * 24 * 3600.0
+
+
+def _add_space_options(p: argparse.ArgumentParser) -> None:
+    """Leases, collection and the storage limit (docs/ARCHITECTURE.md, "Space")."""
+    p.add_argument(
+        "--gc-grace",
+        type=_seconds,
+        default=GC_GRACE,
+        metavar="SECONDS",
+        help="blobs of a deleted or overwritten file, or of an upload that never finished, "
+        f"are collected this long after nothing holds them (default {GC_GRACE:.0f}, 6 hours)",
+    )
+    p.add_argument(
+        "--gc-interval",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between reference and collection passes (default a quarter of --gc-grace)",
+    )
+    p.add_argument(
+        "--lease-period",
+        type=_seconds,
+        default=LEASE_PERIOD,
+        metavar="SECONDS",
+        help="a blob no node of its namespace renewed for this long is collected "
+        f"(default {LEASE_PERIOD:.0f}, 30 days)",
+    )
+    p.add_argument(
+        "--max-storage",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="the most blob bytes this node keeps, e.g. 50G, 512M or 1000000 (default: "
+        "no limit); past it, puts are refused and go to other members",
+    )
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``50G``, ``512M``, ``1.5T`` or a number of bytes (binary units)."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"a size is a number with K, M, G or T, not {text!r}")
+    return int(float(match[1]) * _SIZE_UNITS[match[2].upper()])
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not (value > 0 and value < float("inf")):
@@ -191,6 +244,10 @@ def node_settings(args: argparse.Namespace) -> dict[str, Any]:
         "repair_rate": args.repair_rate,
         "scrub_rate": args.scrub_rate,
         "scrub_interval": args.scrub_interval,
+        "gc_grace": args.gc_grace,
+        "gc_interval": args.gc_interval,
+        "lease_period": args.lease_period,
+        "max_storage": args.max_storage,
     }
 
 

@@ -688,12 +688,21 @@ def get_lines(result: Any) -> Iterator[str]:
 
 
 def ls(api: Api, args: argparse.Namespace) -> None:
+    if args.pins:
+        if args.target is not None:
+            raise usage_error("ls --pins lists the pins; it takes no NAME")
+        emit(args, api.call("GET", "/v1/pins"), pins_lines)
+        return
     if args.target is not None:
         from fstore.faces.treecmd import ls_tree
 
         ls_tree(api, args)
         return
     emit(args, api.call("GET", "/v1/files"), ls_lines)
+
+
+def pins_lines(listing: Any) -> Iterator[str]:
+    return ls_lines({"files": listing["pins"]})
 
 
 def ls_lines(listing: Any) -> Iterator[str]:
@@ -709,6 +718,18 @@ def rm(api: Api, args: argparse.Namespace) -> None:
     checked_name(args.name)
     api.request("DELETE", "/v1/files/" + path_segment(args.name)).close()
     emit(args, {"name": args.name, "deleted": True}, lambda r: [f"deleted {r['name']}"])
+
+
+def pin(api: Api, args: argparse.Namespace) -> None:
+    capability = checked_capability(args.capability)
+    entry = api.read_json(api.request("PUT", "/v1/pins/" + path_segment(capability)))
+    emit(args, entry, lambda e: [f"pinned {e['capability']} ({e['size']:,} bytes)"])
+
+
+def unpin(api: Api, args: argparse.Namespace) -> None:
+    capability = checked_capability(args.capability)
+    api.request("DELETE", "/v1/pins/" + path_segment(capability)).close()
+    emit(args, {"capability": capability, "unpinned": True}, lambda r: ["unpinned"])
 
 
 def peers(api: Api, args: argparse.Namespace) -> None:
@@ -869,6 +890,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME/|NAME/path/",
         help="a directory: a tree's name, a path inside it, or a fsd1: capability",
     )
+    p.add_argument("--pins", action="store_true", help="list the pinned capabilities instead")
+    p = command("pin", pin, "keep a file shared with you alive under your namespace")
+    p.add_argument("capability", metavar="CAPABILITY", help="an fs1: capability")
+    p = command("unpin", unpin, "stop keeping a pinned file; its space is reclaimed")
+    p.add_argument("capability", metavar="CAPABILITY", help="an fs1: capability")
     p = command("rm", rm, "delete a name")
     p.add_argument("name", metavar="NAME")
     command("peers", peers, "list the node's linked peers")

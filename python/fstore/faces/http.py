@@ -55,6 +55,7 @@ from fstore.errors import (
     InvalidCapabilityError,
     InvalidNameError,
     NotFoundError,
+    StorageFullError,
     UnsafePathError,
     WrongKindError,
 )
@@ -91,6 +92,7 @@ TREE_ROUTE = "/v1/files/{name}/{path:.*}"
 CAP_TREE_ROUTE = "/v1/caps/{capability}/{path:.*}"
 TAR_TYPE = "application/x-tar"
 LISTING_PIECE = 256 * 1024  # bytes of a listing's JSON gathered before they are sent
+PIN_ROUTE = "/v1/pins/{capability}"
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 SHUTDOWN_TIMEOUT = 5.0  # seconds a stopping node lets requests in flight finish
 BODY_IDLE_TIMEOUT = 30.0  # seconds an upload may send no body bytes before a 408
@@ -107,6 +109,7 @@ _STATUSES: tuple[tuple[type[FstoreError], int, str], ...] = (
     (IntegrityError, 422, "integrity"),
     (InsufficientReplicasError, 503, "insufficient_replicas"),
     (DiskFullError, 507, "disk_full"),
+    (StorageFullError, 507, "storage_full"),
 )
 # aiohttp's own answers: an unknown path, a method a path does not take.
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
@@ -619,6 +622,18 @@ class _Api:
         entries = await self.node.list()
         return web.json_response({"files": [_entry_json(e) for e in entries]})
 
+    async def put_pin(self, request: web.Request) -> web.Response:
+        entry = await self.node.pin(request.match_info["capability"])
+        return web.json_response(_entry_json(entry), status=201)
+
+    async def delete_pin(self, request: web.Request) -> web.Response:
+        await self.node.unpin(request.match_info["capability"])
+        return web.Response(status=204)
+
+    async def list_pins(self, request: web.Request) -> web.Response:
+        entries = await self.node.pins()
+        return web.json_response({"pins": [_entry_json(e) for e in entries]})
+
     async def peers(self, request: web.Request) -> web.Response:
         peers = [
             {"node_id": p.node_id.hex(), "addr": p.addr, "outbound": p.outbound}
@@ -653,6 +668,12 @@ class _Api:
                 "under_replicated": stats.under_replicated,
                 "repair_queue": stats.repair_queue,
                 "last_scrub": stats.last_scrub or None,
+                "used_bytes": stats.used_bytes,
+                "max_storage": stats.max_storage,
+                "reclaimable_bytes": stats.reclaimable_bytes,
+                "reclaimed_bytes": stats.reclaimed_bytes,
+                "pinned_bytes": stats.pinned_bytes,
+                "last_collection": stats.last_collection or None,
                 "version": __version__,
             }
         )
@@ -680,6 +701,9 @@ def create_app(node: Node, *, body_idle_timeout: float = BODY_IDLE_TIMEOUT) -> w
     app.router.add_get(CAP_ROUTE, api.get_capability)
     app.router.add_get(TREE_ROUTE, api.get_in_tree)
     app.router.add_get(CAP_TREE_ROUTE, api.get_in_capability)
+    app.router.add_put(PIN_ROUTE, api.put_pin)
+    app.router.add_delete(PIN_ROUTE, api.delete_pin)
+    app.router.add_get("/v1/pins", api.list_pins)
     app.router.add_get("/v1/peers", api.peers)
     app.router.add_get("/v1/members", api.members)
     app.router.add_get("/v1/status", api.status)
@@ -895,6 +919,26 @@ OPENAPI: dict[str, Any] = {
             "get": {"summary": "a file or directory inside a directory capability", **_IN_TREE},
             "head": {"summary": "the headers of the GET", **_IN_TREE},
         },
+        "/v1/pins/{capability}": {
+            "parameters": [_CAPABILITY],
+            "put": {
+                "summary": "keep the file alive under this node's namespace (a pin)",
+                "responses": {
+                    **_json_answer(201, "pinned", "FileEntry"),
+                    **_errors_of(400, 404, 422, 503, 507),
+                },
+            },
+            "delete": {
+                "summary": "unpin the file",
+                "responses": {"204": {"description": "unpinned"}, **_errors_of(400, 404, 503)},
+            },
+        },
+        "/v1/pins": {
+            "get": {
+                "summary": "every pin of the node's namespace",
+                "responses": _json_answer(200, "the pins", "PinList"),
+            }
+        },
         "/v1/peers": {
             "get": {
                 "summary": "the linked peers",
@@ -1032,6 +1076,12 @@ OPENAPI: dict[str, Any] = {
                     "files": {"type": "array", "items": {"$ref": "#/components/schemas/FileEntry"}}
                 },
             },
+            "PinList": {
+                "type": "object",
+                "properties": {
+                    "pins": {"type": "array", "items": {"$ref": "#/components/schemas/FileEntry"}}
+                },
+            },
             "PeerList": {
                 "type": "object",
                 "properties": {
@@ -1075,6 +1125,12 @@ OPENAPI: dict[str, Any] = {
                     "peers": _INT,
                     "blobs": _INT,
                     "blob_bytes": _INT,
+                    "used_bytes": _INT,
+                    "max_storage": {"type": ["integer", "null"], "description": "--max-storage"},
+                    "reclaimable_bytes": _INT,
+                    "reclaimed_bytes": _INT,
+                    "pinned_bytes": _INT,
+                    "last_collection": {"type": ["number", "null"], "description": "Unix s"},
                     "version": _STR,
                 },
             },

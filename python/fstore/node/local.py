@@ -1,6 +1,6 @@
 """This node's own copies and catalog rows, written in group commits.
 
-Blobs, their pins, name records and chunk-index rows that arrive while a
+Blobs, their kept marks and leases, name records and chunk-index rows that arrive while a
 commit runs wait for the next one, which writes them all together: the blob
 files with one round of fsyncs (``BlobStore.put_many``, files synced in
 parallel) and the catalog rows in one SQLite transaction (one commit, one
@@ -8,6 +8,10 @@ fsync), both at once. Every waiter is released only after both are durable,
 so an acknowledgement never runs ahead of the disk; a node under many
 concurrent small writes pays a few fsyncs per batch instead of several per
 write.
+
+Collection (:meth:`LocalBlobs.collect`) keeps the same order: it never takes a
+blob a put is writing, and a put of a blob being collected waits for the
+collection, then writes the blob again. The storage limit is checked here too.
 """
 
 from __future__ import annotations
@@ -15,15 +19,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fstore import _native
-from fstore.errors import AddressMismatchError
+from fstore.errors import AddressMismatchError, StorageFullError
+from fstore.formats.leases import ANONYMOUS_TAG
 from fstore.storage.blobs import BlobStore
-from fstore.storage.catalog import Catalog
+from fstore.storage.catalog import HELD, RELEASED, Catalog
 from fstore.storage.common import Version
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,9 @@ HASH_INLINE_MAX = 64 * 1024
 # the same ones in a row, so a write arriving during a commit starts the next one
 # rather than waiting for it; only when all are busy do writes gather into batches.
 MAX_COMMITS = 4
+GC_GRACE = 6 * 3600.0  # upload and released leases lapse after this
+LEASE_PERIOD = 30 * 24 * 3600.0  # a hold lapses after this unless renewed
+COLLECT_BATCH = 1000  # blobs collected per pair of catalog commits
 
 
 @dataclass
@@ -44,11 +53,16 @@ class _Batch:
 
     blobs: dict[bytes, bytes | memoryview] = field(default_factory=dict)
     blob_waiters: list[tuple[bytes, asyncio.Future[None]]] = field(default_factory=list)
+    uploads: set[tuple[bytes, bytes]] = field(default_factory=set)  # (address, tag)
     records: list[tuple[bytes, bytes, Version, asyncio.Future[bool]]] = field(default_factory=list)
     chunks: list[tuple[bytes, bytes, asyncio.Future[None]]] = field(default_factory=list)
+    # (state, [(address, tag)], stamp, future): holds and releases
+    leases: list[tuple[int, list[tuple[bytes, bytes]], int, asyncio.Future[None]]] = field(
+        default_factory=list
+    )
 
     def __bool__(self) -> bool:
-        return bool(self.blob_waiters or self.records or self.chunks)
+        return bool(self.blob_waiters or self.records or self.chunks or self.leases)
 
 
 @dataclass
@@ -56,13 +70,31 @@ class _RowsDone:
     """What the catalog transaction of a batch did."""
 
     kept: list[bool]
-    newly_pinned: list[bytes]
+    newly_kept: list[bytes]
 
 
 class LocalBlobs:
-    def __init__(self, blobs: BlobStore, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        catalog: Catalog,
+        *,
+        grace: float = GC_GRACE,
+        lease_period: float = LEASE_PERIOD,
+        max_storage: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.blobs = blobs
         self.catalog = catalog
+        self.grace = grace
+        self.lease_period = lease_period
+        self.max_storage = max_storage
+        self.clock = clock
+        self.used_bytes = 0  # blob bytes on disk; counted by count_used() at start
+        self._incoming_bytes = 0  # of puts not yet committed
+        self._writing: dict[bytes, int] = {}  # address → puts of it not yet committed
+        self._collecting: set[bytes] = set()
+        self._collected = asyncio.Event()
         self._pending = _Batch()
         self._commits: set[asyncio.Task[None]] = set()
         self._launch_scheduled = False
@@ -73,10 +105,17 @@ class LocalBlobs:
     # --- writes (durable when they return) ---
 
     async def put(
-        self, address: bytes, blob: bytes | memoryview, *, verified: bool = False
+        self,
+        address: bytes,
+        blob: bytes | memoryview,
+        *,
+        verified: bool = False,
+        tag: bytes = ANONYMOUS_TAG,
     ) -> None:
-        """Keep ``blob`` durably, and pinned (``verified``: its address was computed in
-        this process). :class:`AddressMismatchError` if it does not hash to ``address``."""
+        """Keep ``blob`` durably, marked kept, with an upload lease under ``tag``
+        (``verified``: its address was computed in this process).
+        :class:`AddressMismatchError` if it does not hash to ``address``,
+        :class:`StorageFullError` if it would pass the storage limit."""
         if not verified:
             one_core = functools.partial(_native.hash, blob, parallel=False)
             actual = (
@@ -86,11 +125,104 @@ class LocalBlobs:
                 raise AddressMismatchError(
                     f"blob of {len(blob)} bytes does not hash to its address {address.hex()}"
                 )
+        while address in self._collecting:
+            await self._collected.wait()
+        self._check_room(address, len(blob))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.blobs.setdefault(address, blob)
         self._pending.blob_waiters.append((address, future))
+        self._pending.uploads.add((address, tag))
+        self._writing[address] = self._writing.get(address, 0) + 1
+        self._incoming_bytes += len(blob)
+        self._start()
+        try:
+            await future
+        finally:
+            self._incoming_bytes -= len(blob)
+            if (left := self._writing.pop(address) - 1) > 0:
+                self._writing[address] = left
+
+    def _check_room(self, address: bytes, size: int) -> None:
+        if self.max_storage is None or self.blobs.has(address):
+            return
+        if self.used_bytes + self._incoming_bytes + size > self.max_storage:
+            raise StorageFullError(
+                f"storage limit reached: {self.used_bytes} of {self.max_storage} bytes used, "
+                f"no room for a blob of {size} bytes"
+            )
+
+    async def count_used(self) -> None:
+        """Count the blob bytes on disk (at start: a walk of the blob directory)."""
+        self.used_bytes = await asyncio.to_thread(self.blobs.total_bytes)
+
+    async def hold(self, items: list[tuple[bytes, bytes]], stamp: int) -> None:
+        """Hold each (address, tag) for the lease period, unless a later stamp released it."""
+        await self._lease(HELD, items, stamp)
+
+    async def release(self, items: list[tuple[bytes, bytes]], stamp: int) -> None:
+        """Release each (address, tag) (lapsing after the grace), unless a later stamp
+        held it."""
+        await self._lease(RELEASED, items, stamp)
+
+    async def _lease(self, state: int, items: list[tuple[bytes, bytes]], stamp: int) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.leases.append((state, items, stamp, future))
         self._start()
         await future
+
+    async def collect(self, addresses: list[bytes]) -> tuple[int, int]:
+        """Delete the blobs among ``addresses`` that have no live lease; (blobs, bytes) freed.
+
+        Blobs are taken in batches, each in three steps: one commit drops their
+        lapsed leases, then their files go, then one commit drops their kept marks;
+        a kill between them leaves blobs with no lease, which the next pass takes.
+        Blobs a put is writing are skipped; puts of the blobs being collected wait
+        until this returns.
+        """
+        chosen = [a for a in dict.fromkeys(addresses) if a not in self._writing]
+        chosen = [a for a in chosen if a not in self._pending.blobs]
+        self._collecting.update(chosen)
+        self._collected.clear()
+        try:
+            freed, freed_bytes = await self._in_thread(
+                functools.partial(self._collect_in_thread, chosen)
+            )
+            self.used_bytes -= freed_bytes
+            return freed, freed_bytes
+        finally:
+            self._collecting.difference_update(chosen)
+            self._collected.set()
+
+    def _collect_in_thread(self, addresses: list[bytes]) -> tuple[int, int]:
+        now = self.clock()
+        freed = freed_bytes = 0
+        for start in range(0, len(addresses), COLLECT_BATCH):
+            lapsed = self.catalog.forget_expired_leases(
+                addresses[start : start + COLLECT_BATCH], now
+            )  # the others were held or put again since they were chosen
+            for address in lapsed:
+                size = self.blobs.size(address)
+                if self.blobs.delete(address) and size is not None:
+                    freed += 1
+                    freed_bytes += size
+            self.catalog.unmark_kept_many(lapsed)
+        self.catalog.forget_stray_leases(now)
+        return freed, freed_bytes
+
+    async def discard(self, address: bytes) -> None:
+        """Drop this node's copy of a blob that others keep (hand-off)."""
+
+        def discard_in_thread() -> int:
+            size = self.blobs.size(address)
+            deleted = self.blobs.delete(address)
+            self.catalog.unmark_kept(address)
+            return (size or 0) if deleted else 0
+
+        self.used_bytes -= await asyncio.to_thread(discard_in_thread)
+
+    def expired(self) -> set[bytes]:
+        """Blobs kept whose leases have all lapsed: about to be collected."""
+        return set(self.catalog.expired_kept(self.clock()))
 
     async def put_record(self, locator: bytes, record: bytes, version: Version) -> bool:
         """Keep ``record`` if ``version`` is higher than the one held; True if kept."""
@@ -157,7 +289,7 @@ class LocalBlobs:
         """Write the batch's blobs and rows at once; release each waiter with its outcome.
 
         Records and chunk rows are released once the catalog commit is durable;
-        blobs once their files and their pins both are.
+        blobs once their files and their kept marks both are.
         """
         blobs = list(batch.blobs.items())
         self.commits += 1
@@ -177,15 +309,20 @@ class LocalBlobs:
             _settle(record_future, was_kept, row_error)
         for *_, chunk_future in batch.chunks:
             _settle(chunk_future, None, row_error)
+        for *_, lease_future in batch.leases:
+            _settle(lease_future, None, row_error)
         if writing is None:
             return
         blob_error: BaseException | None = None
         try:
-            await writing
+            written = await writing
+            self.used_bytes += sum(
+                len(blob) for (_, blob), new in zip(blobs, written, strict=True) if new
+            )
         except Exception as e:
             blob_error = e
-            if isinstance(rows, _RowsDone) and rows.newly_pinned:
-                await self._unpin(rows.newly_pinned)
+            if isinstance(rows, _RowsDone) and rows.newly_kept:
+                await self._unmark(rows.newly_kept)
         for _, future in batch.blob_waiters:
             _settle(future, None, blob_error or row_error)
 
@@ -193,26 +330,36 @@ class LocalBlobs:
         return asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     def _write_rows(self, batch: _Batch) -> _RowsDone:
-        """Pins, records and chunk rows of a batch in one transaction (a worker thread)."""
+        """Kept marks, leases, records and chunk rows of a batch in one transaction (a
+        worker thread)."""
+        now = self.clock()
         with self.catalog.transaction():
-            newly_pinned = [address for address in batch.blobs if self.catalog.pin(address)]
+            newly_kept = [address for address in batch.blobs if self.catalog.mark_kept(address)]
+            for address, tag in batch.uploads:
+                self.catalog.lease_upload(address, tag, now + self.grace)
+            for state, items, stamp, _ in batch.leases:
+                for address, tag in items:
+                    if state == HELD:
+                        self.catalog.lease_hold(address, tag, stamp, now + self.lease_period)
+                    else:
+                        self.catalog.lease_release(address, tag, stamp, now + self.grace)
             kept = [self.catalog.put_record(loc, rec, ver) for loc, rec, ver, _ in batch.records]
             for chunk_id, address, _ in batch.chunks:
                 self.catalog.add_chunk(chunk_id, address)
-        return _RowsDone(kept, newly_pinned)
+        return _RowsDone(kept, newly_kept)
 
-    async def _unpin(self, addresses: list[bytes]) -> None:
-        """Take back the pins of blobs whose write failed (they were pinned alongside)."""
+    async def _unmark(self, addresses: list[bytes]) -> None:
+        """Take back the kept marks of blobs whose write failed (marked alongside)."""
 
-        def unpin_all() -> None:
+        def unmark_all() -> None:
             with self.catalog.transaction():
                 for address in addresses:
-                    self.catalog.unpin(address)
+                    self.catalog.unmark_kept(address)
 
         try:
-            await self._in_thread(unpin_all)
+            await self._in_thread(unmark_all)
         except Exception as e:  # the write's own error is what the waiters get
-            log.warning("could not unpin %d blobs whose write failed: %s", len(addresses), e)
+            log.warning("could not unmark %d blobs whose write failed: %s", len(addresses), e)
 
 
 def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:

@@ -44,6 +44,12 @@ class NodeStats:
     under_replicated: int = 0
     repair_queue: int = 0
     last_scrub: float = 0.0
+    used_bytes: int = 0
+    max_storage: int | None = None
+    reclaimable_bytes: int = 0
+    reclaimed_bytes: int = 0
+    pinned_bytes: int = 0
+    last_collection: float = 0.0
 
 
 class NodeMetrics:
@@ -94,6 +100,12 @@ class NodeMetrics:
             "fstore_tree_nodes_fetched",
             "Directory nodes fetched (from this node's disk or a peer) and opened.",
         )
+        self.reclaimed_bytes = self._counter(
+            "fstore_space_reclaimed_bytes", "Bytes of blobs collected here once no lease held them."
+        )
+        self.reclaimed_blobs = self._counter(
+            "fstore_space_reclaimed_blobs", "Blobs collected here once no lease held them."
+        )
         self.peers_rejected = self._counter(
             "fstore_peers_rejected",
             "Connections dropped because the peer did not prove it is a network member.",
@@ -124,6 +136,20 @@ class NodeMetrics:
         self._last_scrub = self._gauge(
             "fstore_last_scrub_pass_timestamp_seconds", "When the last full scrub pass ended."
         )
+        self._used = self._gauge("fstore_space_used_bytes", "Blob bytes counted against the limit.")
+        self._limit = self._gauge(
+            "fstore_space_limit_bytes", "The storage limit (--max-storage); 0 when there is none."
+        )
+        self._reclaimable = self._gauge(
+            "fstore_space_reclaimable_bytes",
+            "Bytes of blobs here whose leases have all lapsed, not collected yet.",
+        )
+        self._pinned = self._gauge(
+            "fstore_space_pinned_bytes", "Plaintext bytes of the files this namespace pins."
+        )
+        self.last_collection = self._gauge(
+            "fstore_space_last_collection_timestamp_seconds", "When the last collection pass ended."
+        )
 
     def _counter(self, name: str, documentation: str) -> Counter:
         return Counter(name, documentation, registry=self.registry)
@@ -145,4 +171,8 @@ class NodeMetrics:
         self._under_replicated.set(stats.under_replicated)
         self._repair_queue.set(stats.repair_queue)
         self._last_scrub.set(stats.last_scrub)
+        self._used.set(stats.used_bytes)
+        self._limit.set(stats.max_storage or 0)
+        self._reclaimable.set(stats.reclaimable_bytes)
+        self._pinned.set(stats.pinned_bytes)
         return generate_latest(self.registry)

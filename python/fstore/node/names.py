@@ -9,6 +9,7 @@ try copies from the highest version down and skip any that do not open.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from fstore.errors import (
     NotFoundError,
     RemoteError,
 )
+from fstore.formats.capability import Capability
 from fstore.formats.names import check_name
 from fstore.formats.records import HybridClock, NameKeys, NameValue, Version
 from fstore.net.link import PeerLink
@@ -211,7 +213,17 @@ class Names:
         return value
 
     async def list(self) -> list[FileEntry]:
-        """Every live name of this node's namespace that the network holds."""
+        """Every live name of this node's namespace that the network holds (pins aside)."""
+        entries = [
+            FileEntry(v.name, v.size, v.blake3, v.stored_at, v.capability)
+            for v in await self.values()
+            if v.capability is not None and not is_pin(v)
+        ]
+        return sorted(entries, key=lambda e: e.name)
+
+    async def values(self) -> builtins.list[NameValue]:
+        """The newest record that opens of every name of this namespace the network
+        holds: live names, pins and tombstones."""
         # Every copy of every record, by locator: a copy that does not open (garbage,
         # or a record moved to another version) must not hide an older one that does.
         records: dict[bytes, set[tuple[Version, bytes]]] = {}
@@ -227,23 +239,22 @@ class Names:
                 continue
             for loc, rec, ver in result:
                 records.setdefault(loc, set()).add((ver, rec))
-        entries = []
+        values = []
         for loc, copies in records.items():
             for ver, rec in sorted(copies, key=lambda c: c[0], reverse=True):
                 try:
-                    value = self.keys.open(rec, loc, ver)
+                    values.append(self.keys.open(rec, loc, ver))
                 except FstoreError:
                     # Another namespace's record (ciphertext to us), or a bad copy:
                     # the two cannot be told apart without the name.
                     continue
-                if value.capability is not None:
-                    entries.append(
-                        FileEntry(
-                            value.name, value.size, value.blake3, value.stored_at, value.capability
-                        )
-                    )
                 break
-        return sorted(entries, key=lambda e: e.name)
+        return values
+
+
+def is_pin(value: NameValue) -> bool:
+    """Whether a record is a pin: its name is the capability it keeps (FORMAT.md, 11)."""
+    return Capability.looks_like(value.name)
 
 
 def record_entry(entry: object) -> tuple[bytes, bytes, Version] | None:

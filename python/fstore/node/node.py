@@ -13,7 +13,14 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,7 @@ from typing import Any
 from fstore.errors import InvalidArgumentError, WrongKindError
 from fstore.formats.capability import Capability, DirCapability
 from fstore.formats.directory import TreeEntry
+from fstore.formats.leases import LeaseKeys
 from fstore.formats.manifest import Manifest
 from fstore.formats.names import check_name
 from fstore.formats.records import NameKeys
@@ -31,7 +39,7 @@ from fstore.net.identity import Identity, load_namespace_secret, load_network_ke
 from fstore.net.link import LinkLimits, Listener, PeerLink, Reply, parse_hostport
 from fstore.net.membership import MAX_LINKS, Membership
 from fstore.net.trust import LinkCredentials, NetworkKey
-from fstore.node.local import LocalBlobs
+from fstore.node.local import GC_GRACE, LEASE_PERIOD, LocalBlobs
 from fstore.node.metrics import NodeMetrics, NodeStats
 from fstore.node.names import FileEntry, Names
 from fstore.node.peers import REPAIR_AFTER, Peers
@@ -40,6 +48,7 @@ from fstore.node.repair import REPAIR_INTERVAL, REPAIR_RATE, Repair
 from fstore.node.replication import Replicator
 from fstore.node.scrub import SCRUB_INTERVAL, SCRUB_RATE, Scrub
 from fstore.node.service import Service
+from fstore.node.space import Space
 from fstore.node.trees import FileView, Located, TreeRestoreResult, Trees, TreeStoreResult
 from fstore.node.writer import Source, StoreResult, Writer
 from fstore.storage.blobs import BlobStore
@@ -96,11 +105,20 @@ class Node:
         repair_rate: float = REPAIR_RATE,
         scrub_rate: float = SCRUB_RATE,
         scrub_interval: float = SCRUB_INTERVAL,
+        gc_grace: float = GC_GRACE,
+        gc_interval: float | None = None,
+        lease_period: float = LEASE_PERIOD,
+        max_storage: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if replicas < 1:
             raise InvalidArgumentError("replicas must be at least 1")
         if max_links < 1:
             raise InvalidArgumentError("max_links must be at least 1")
+        if not 0 < gc_grace < lease_period:
+            raise InvalidArgumentError("the GC grace must be positive and below the lease period")
+        if max_storage is not None and max_storage < 0:
+            raise InvalidArgumentError("max_storage must not be negative")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # One node per data directory: held until stop(), released here if __init__ fails.
@@ -134,13 +152,36 @@ class Node:
             self._foreground = 0  # stores and gets of this node's user in progress
             self._background: list[asyncio.Task[None]] = []
             self._peers = Peers(self.node_id, repair_after)
-            self._local = LocalBlobs(self.blobs, self.catalog)
+            self._local = LocalBlobs(
+                self.blobs,
+                self.catalog,
+                grace=gc_grace,
+                lease_period=lease_period,
+                max_storage=max_storage,
+                clock=clock,
+            )
             replicator = Replicator(self._peers, self._local, replicas, self.metrics)
             self.names = Names(NameKeys(secret), self._local, self._peers, replicator)
-            self.writer = Writer(
-                secret, self.catalog, self._local, replicator, self.names, self.metrics
-            )
             self.reader = Reader(self._peers, self._local, self.metrics)
+            self.space = Space(
+                self._peers,
+                self._local,
+                self.names,
+                self.reader,
+                LeaseKeys(secret),
+                replicas,
+                self.metrics,
+                interval=gc_grace / 4 if gc_interval is None else gc_interval,
+            )
+            self.writer = Writer(
+                secret,
+                self.catalog,
+                self._local,
+                replicator,
+                self.names,
+                self.metrics,
+                on_stored=self.space.stored,
+            )
             self.repair = Repair(
                 self._peers,
                 self._local,
@@ -151,6 +192,7 @@ class Node:
                 foreground=lambda: self._foreground,
                 interval=repair_interval,
                 rate_mb=repair_rate,
+                on_pulled=self.space.adopt_leases,
             )
             self.scrub = Scrub(
                 self._local, self.repair, self.metrics, rate_mb=scrub_rate, interval=scrub_interval
@@ -164,6 +206,7 @@ class Node:
                 self.metrics,
                 self.data_dir,
             )
+            self.space.tree_blobs = self.trees.blobs
             self.service = Service(
                 self._peers,
                 self._local,
@@ -181,6 +224,7 @@ class Node:
 
     async def start(self) -> None:
         host, port = self._listen
+        await self._local.count_used()
         members = Membership(
             self._credentials,
             None,
@@ -209,6 +253,7 @@ class Node:
         self._background = [
             asyncio.create_task(self.repair.run()),
             asyncio.create_task(self.scrub.run()),
+            asyncio.create_task(self.space.run()),
         ]
         log.info("node %s listening on %s", self.node_id.hex(), self.address)
 
@@ -283,6 +328,7 @@ class Node:
         blobs, blob_bytes = await asyncio.to_thread(
             lambda: (self.blobs.count(), self.blobs.total_bytes())
         )
+        space = await self.space.stats()
         return NodeStats(
             blobs,
             blob_bytes,
@@ -290,6 +336,12 @@ class Node:
             under_replicated=self.repair.under_replicated,
             repair_queue=self.repair.queue_length,
             last_scrub=self.scrub.last_pass,
+            used_bytes=space.used_bytes,
+            max_storage=space.max_storage,
+            reclaimable_bytes=space.reclaimable_bytes,
+            reclaimed_bytes=space.reclaimed_bytes,
+            pinned_bytes=space.pinned_bytes,
+            last_collection=space.last_collection,
         )
 
     async def wait_for_peers(self, count: int, timeout: float = 30.0) -> None:
@@ -323,7 +375,20 @@ class Node:
         """Delete ``name``: a tombstone record that outranks every earlier version."""
         check_name(name)
         value = await self.names.delete(name)
+        await self.space.dropped(value)
         log.info("deleted %r (%d bytes)", name, value.size)
+
+    async def pin(self, capability: str) -> FileEntry:
+        """Keep the file ``capability`` names alive under this node's namespace."""
+        return await self.space.pin(capability)
+
+    async def unpin(self, capability: str) -> None:
+        """Stop keeping a pinned file; its blobs are collected once nothing else uses them."""
+        await self.space.unpin(capability)
+
+    async def pins(self) -> list[FileEntry]:
+        """Every file this node's namespace pins."""
+        return await self.space.pins()
 
     async def list(self) -> list[FileEntry]:
         """Every live name of this node's namespace that the network holds."""

@@ -17,10 +17,9 @@ paused while this node serves its own user's stores and gets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +65,19 @@ class Group:
 
 
 Item = tuple[bytes, bytes, Any]  # (placement key, id in the digest, what an offer carries)
+
+
+async def woken_or_after(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` have passed.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that
+    arrives as its timeout fires, and a node's stop then waits for ever.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
 
 
 def group_key(members: Iterable[bytes]) -> bytes:
@@ -117,8 +129,10 @@ class Repair:
         foreground: Callable[[], int],
         interval: float = REPAIR_INTERVAL,
         rate_mb: float = REPAIR_RATE,
+        on_pulled: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.peers = peers
+        self._on_pulled = on_pulled  # told the address of every copy pulled here
         self.local = local
         self.reader = reader
         self.names = names
@@ -160,8 +174,7 @@ class Repair:
                 except FstoreError as e:
                     log.warning("repair round failed: %s", e)
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                await woken_or_after(self._wake, self.interval)
         finally:
             for task in [*pullers, *self._record_pulls]:
                 task.cancel()
@@ -210,7 +223,9 @@ class Repair:
 
     def _items(self, kind: str) -> list[Item]:
         if kind == "blob":
-            return blob_items(self.local.blobs.addresses())
+            # Blobs whose leases all lapsed are not offered: collection is taking them.
+            expired = self.local.expired()
+            return blob_items(a for a in self.local.blobs.addresses() if a not in expired)
         return record_items(self.local.catalog.records())
 
     async def _sync_with(
@@ -321,6 +336,8 @@ class Repair:
                 if not self.local.has(address):
                     blob = await self.reader.fetch_blob(address, background=True)
                     await self.local.put(address, blob, verified=True)
+                    if self._on_pulled is not None:
+                        await self._on_pulled(address)
                     self.metrics.repaired_bytes.inc(len(blob))
                     self.metrics.repaired_blobs.inc()
                     for lost, (started, blobs, size) in self._healing.items():
@@ -357,8 +374,7 @@ class Repair:
             for member in group.members:
                 confirmed &= await self._held_by(member, group.offers)
             for address in confirmed:
-                await asyncio.to_thread(self.local.blobs.delete, address)
-                self.local.catalog.unpin(address)
+                await self.local.discard(address)
                 self.metrics.handed_off_blobs.inc()
 
     async def _held_by(self, member: bytes, addresses: list[bytes]) -> set[bytes]:

@@ -12,7 +12,9 @@ from fstore.errors import (
     InsufficientReplicasError,
     NotFoundError,
     RemoteError,
+    StorageFullError,
 )
+from fstore.formats.leases import ANONYMOUS_TAG
 from fstore.net.link import PeerLink
 from fstore.net.wire import ResponseReceived
 from fstore.node.hedge import Hedge
@@ -79,6 +81,8 @@ class Replicator:
             ]
             if own_disk:
                 raise DiskFullError(f"this node's disk is full; {message}") from own_disk[0]
+            if any(_refused_for_space(e) for _, e in failed):
+                raise StorageFullError(f"too few members have room; {message}")
             raise InsufficientReplicasError(message)
         return done
 
@@ -94,13 +98,19 @@ class Replicator:
         return min(self.replicas, len(self.peers.known())) // 2 + 1
 
     async def put_blob(
-        self, address: bytes, blob: bytes | memoryview, *, allow_degraded: bool = False
+        self,
+        address: bytes,
+        blob: bytes | memoryview,
+        *,
+        allow_degraded: bool = False,
+        tag: bytes = ANONYMOUS_TAG,
     ) -> int:
-        """Durable copies of a blob this process sealed; returns how many."""
+        """Durable copies of a blob this process sealed, each with an upload lease under
+        ``tag``; returns how many."""
         return await self.replicate(
             address,
             f"blob {address.hex()}",
-            lambda node: self.put_blob_on(node, address, blob),
+            lambda node: self.put_blob_on(node, address, blob, tag),
             len(blob),
             allow_degraded=allow_degraded,
         )
@@ -131,14 +141,22 @@ class Replicator:
             address, f"blob {address.hex()}", confirm_on, allow_degraded=allow_degraded
         )
 
-    async def put_blob_on(self, node: bytes, address: bytes, blob: bytes | memoryview) -> None:
+    async def put_blob_on(
+        self, node: bytes, address: bytes, blob: bytes | memoryview, tag: bytes = ANONYMOUS_TAG
+    ) -> None:
         if node == self.peers.node_id:
             # The address was computed from these bytes in this process.
-            await self.local.put(address, blob, verified=True)
+            await self.local.put(address, blob, verified=True, tag=tag)
             return
         link = await self.peers.connect(node)
-        await request_patiently(link, "put_blob", {"addr": address}, blob)
+        await request_patiently(link, "put_blob", {"addr": address, "tag": tag}, blob)
         self.metrics.blob_bytes_sent.inc(len(blob))
+
+
+def _refused_for_space(error: BaseException) -> bool:
+    return isinstance(error, StorageFullError) or (
+        isinstance(error, RemoteError) and error.code == "storage_full"
+    )
 
 
 async def request_patiently(

@@ -13,7 +13,14 @@ from typing import Any
 
 import msgpack
 
-from fstore.errors import AddressMismatchError, DiskFullError, ProtocolError, RemoteError
+from fstore.errors import (
+    AddressMismatchError,
+    DiskFullError,
+    ProtocolError,
+    RemoteError,
+    StorageFullError,
+)
+from fstore.formats.leases import ANONYMOUS_TAG, tag_of
 from fstore.formats.records import Version
 from fstore.net import placement
 from fstore.net.link import PeerLink, Reply
@@ -22,6 +29,7 @@ from fstore.node.metrics import NodeMetrics
 from fstore.node.names import LIST_PAGE_BYTES, Names, record_entry
 from fstore.node.peers import Peers
 from fstore.node.repair import DIGEST_MAX, KINDS, OFFER_MAX, Repair
+from fstore.node.space import LEASE_BATCH, LEASES_ASKED_MAX
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +87,42 @@ class Service:
 
     async def _put_blob(self, meta: dict[str, Any], body: memoryview) -> Reply:
         address = _address(meta, "addr")
+        tag = meta.get("tag", ANONYMOUS_TAG)
+        if not isinstance(tag, bytes) or len(tag) != 32:
+            raise RemoteError("bad_request", "a tag is 32 bytes")
         self.metrics.blob_bytes_received.inc(len(body))
         try:
-            await self.local.put(address, body)
+            await self.local.put(address, body, tag=tag)
         except AddressMismatchError as e:
             self.metrics.verification_failed("peer")
             raise RemoteError("bad_address", str(e)) from e
+        except StorageFullError as e:
+            raise RemoteError("storage_full", str(e)) from e
         except DiskFullError as e:
             raise RemoteError("disk_full", str(e)) from e
+        return Reply({})
+
+    async def hold_blobs(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        items, stamp = _lease_items(meta)
+        await self.local.hold(items, stamp)
+        return Reply({})
+
+    async def get_leases(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        addrs = meta.get("addrs")
+        if not isinstance(addrs, list) or len(addrs) > LEASES_ASKED_MAX:
+            raise RemoteError(
+                "bad_request", f"addrs must be a list of at most {LEASES_ASKED_MAX} addresses"
+            )
+        now = self.local.clock()
+        answer = []
+        for address in addrs:
+            leases = self.catalog.leases(_checked_address(address))
+            answer.append([[t, st, s, e - now] for t, st, s, e in leases if e > now])
+        return Reply({"leases": answer})
+
+    async def release_blobs(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
+        items, stamp = _lease_items(meta)
+        await self.local.release([(address, tag_of(secret)) for address, secret in items], stamp)
         return Reply({})
 
     async def get_blob(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
@@ -182,6 +218,9 @@ HANDLERS: dict[str, Handler] = {
     "put_blob": Service.put_blob,
     "get_blob": Service.get_blob,
     "has_blobs": Service.has_blobs,
+    "hold_blobs": Service.hold_blobs,
+    "release_blobs": Service.release_blobs,
+    "get_leases": Service.get_leases,
     "put_record": Service.put_record,
     "get_record": Service.get_record,
     "list_records": Service.list_records,
@@ -199,6 +238,22 @@ def _checked_address(value: object) -> bytes:
 
 def _address(meta: dict[str, Any], key: str) -> bytes:
     return _checked_address(meta.get(key))
+
+
+def _lease_items(meta: dict[str, Any]) -> tuple[list[tuple[bytes, bytes]], int]:
+    """``items: [[address, tag or secret], …]`` and ``stamp`` from a peer, validated."""
+    items = meta.get("items")
+    stamp = meta.get("stamp")
+    if not isinstance(items, list) or len(items) > LEASE_BATCH:
+        raise RemoteError("bad_request", f"items must be a list of at most {LEASE_BATCH}")
+    if type(stamp) is not int or not 0 <= stamp < 1 << 63:
+        raise RemoteError("bad_request", "stamp must be an int of at most 63 bits")
+    parsed = []
+    for item in items:
+        if not isinstance(item, list) or len(item) != 2:
+            raise RemoteError("bad_request", "a lease item is [address, 32 bytes]")
+        parsed.append((_checked_address(item[0]), _checked_address(item[1])))
+    return parsed, stamp
 
 
 def _kind(meta: dict[str, Any]) -> str:

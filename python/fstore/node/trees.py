@@ -265,6 +265,10 @@ class Trees:
         stored_at = time.time()
         size = sealed.totals.size
         await self.names.put(NameValue(name, capability, size, b"", stored_at))
+        if self.writer.on_stored is not None:
+            await self.writer.on_stored(
+                name, capability, list(dict.fromkeys(state.tally.addresses))
+            )
         self.metrics.stored_bytes.inc(size)
         log.info(
             "stored the tree %r: %d files, %d bytes, %d bytes of new blobs",

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from fstore import _native
 from fstore.errors import FileTooLargeError, FstoreError
 from fstore.formats.capability import Capability
+from fstore.formats.leases import LeaseKeys
 from fstore.formats.manifest import INLINE_MAX, ChunkRef, Manifest
 from fstore.formats.records import NameValue
 from fstore.net import wire
@@ -57,6 +58,12 @@ class BlobTally:
     reused: int = 0
     defer_index: bool = False
     new_ids: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Every blob the store uses, new or found, for its leases (a blob may repeat).
+    addresses: list[bytes] = field(default_factory=list)
+
+
+# Told (name, capability, every blob of the file) once a store's name is written.
+OnStored = Callable[[str, str, list[bytes]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,11 @@ class Writer:
         replicator: Replicator,
         names: Names,
         metrics: NodeMetrics,
+        on_stored: OnStored | None = None,
     ) -> None:
         self._namespace_secret = namespace_secret
+        self._lease_keys = LeaseKeys(namespace_secret)
+        self.on_stored = on_stored
         self.catalog = catalog
         self.local = local
         self.replicator = replicator
@@ -186,12 +196,20 @@ class Writer:
         manifest_address = _native.hash(sealed)
         copies = min(
             copies,
-            await self.replicator.put_blob(manifest_address, sealed, allow_degraded=allow_degraded),
+            await self.replicator.put_blob(
+                manifest_address,
+                sealed,
+                allow_degraded=allow_degraded,
+                tag=self._lease_keys.tag(manifest_address),
+            ),
         )
         capability = str(Capability(manifest_address, file_key))
         stored_at = time.time()
         value = NameValue(name, capability, manifest.size, manifest.blake3, stored_at)
         await self.names.put(value, allow_degraded=allow_degraded)
+        if self.on_stored is not None:
+            blobs = [manifest_address, *(chunk.address for chunk in manifest.chunks)]
+            await self.on_stored(name, capability, blobs)
         self.metrics.stored_bytes.inc(manifest.size)
         log.info(
             "stored %r: %d bytes %s, %d copies",
@@ -231,11 +249,15 @@ class Writer:
             try:
                 copies = await self.replicator.confirm_blob(known, allow_degraded=allow_degraded)
                 tally.reused += len(blob)
+                tally.addresses.append(known)
                 return known, copies
             except FstoreError as e:
                 log.info("could not reuse blob %s (%s); storing it again", known.hex()[:12], e)
-        written = await self.replicator.put_blob(address, blob, allow_degraded=allow_degraded)
+        written = await self.replicator.put_blob(
+            address, blob, allow_degraded=allow_degraded, tag=self._lease_keys.tag(address)
+        )
         tally.new += len(blob)
+        tally.addresses.append(address)
         if tally.defer_index:
             tally.new_ids.append((dedup_id, address))
         else:

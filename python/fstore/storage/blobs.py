@@ -7,7 +7,8 @@ A node's data directory holds (DESIGN.md section 3)::
     blobs/tmp/              blobs being written; anything left here is a crash's debris
                             and is removed when the store is opened
     blobs/corrupt/          blobs that failed their hash check on read, kept for inspection
-    fstore.db               the catalog: name records, chunk index, pins, peers
+    fstore.db               the catalog: name records, chunk index, blobs kept, leases,
+                            references, peers
 
 Durability rule: when :meth:`BlobStore.put` or :meth:`BlobStore.put_many` returns,
 the blob survives a crash of the process *and* of the machine (unless the store was

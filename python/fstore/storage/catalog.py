@@ -1,4 +1,5 @@
-"""The node's SQLite catalog (``fstore.db``, WAL): name records, chunk index, pins, peers.
+"""The node's SQLite catalog (``fstore.db``, WAL): name records, chunk index, blobs kept,
+their leases, the namespace's references, peers.
 
 Catalog writes are durable when the method returns (``synchronous=FULL``).
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +19,10 @@ from typing import Self
 from typing_extensions import Buffer
 
 from fstore.errors import DiskFullError, InvalidArgumentError, StorageError
+from fstore.formats.leases import ANONYMOUS_TAG
 from fstore.storage.common import Version, check_id, os_error
 
-__all__ = ["CATALOG_NAME", "Catalog"]
+__all__ = ["CATALOG_NAME", "HELD", "RELEASED", "UPLOAD", "Catalog"]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,28 @@ CATALOG_NAME = "fstore.db"
 
 _MAX_CLOCK = (1 << 63) - 1  # SQLite INTEGER is a signed 64-bit number
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+
+# Lease states (docs/FORMAT.md, section 13).
+UPLOAD, HELD, RELEASED = 0, 1, 2
+# Blobs kept by a catalog of schema version 1 are held this long from the upgrade.
+UPGRADE_LEASE = 30 * 24 * 3600.0
+_SCHEMA_V2 = """
+CREATE TABLE leases (
+    address BLOB NOT NULL,
+    tag BLOB NOT NULL,
+    stamp INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (address, tag)
+) WITHOUT ROWID;
+CREATE TABLE refs (
+    name TEXT NOT NULL,
+    capability TEXT NOT NULL,
+    blobs BLOB NOT NULL,
+    PRIMARY KEY (name, capability)
+) WITHOUT ROWID;
+"""
 
 _SCHEMA = """
 CREATE TABLE records (
@@ -42,7 +66,7 @@ CREATE TABLE chunks (
     chunk_id BLOB PRIMARY KEY,
     address BLOB NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE pins (
+CREATE TABLE kept (
     address BLOB PRIMARY KEY
 ) WITHOUT ROWID;
 CREATE TABLE peers (
@@ -60,6 +84,34 @@ ON CONFLICT (locator) DO UPDATE
     SET record = excluded.record, clock = excluded.clock, node = excluded.node
     WHERE (excluded.clock, excluded.node) > (records.clock, records.node)
 """
+
+# An upload lease never shortens a lease (a hold, or an earlier upload).
+_LEASE_UPLOAD = """
+INSERT INTO leases (address, tag, stamp, state, expires) VALUES (?, ?, 0, 0, ?)
+ON CONFLICT (address, tag) DO UPDATE SET expires = max(leases.expires, excluded.expires)
+"""
+# A hold or a release replaces the lease unless the one held has a higher stamp.
+_LEASE_HOLD = """
+INSERT INTO leases (address, tag, stamp, state, expires) VALUES (?, ?, ?, 1, ?)
+ON CONFLICT (address, tag) DO UPDATE
+    SET stamp = excluded.stamp, state = 1, expires = excluded.expires
+    WHERE excluded.stamp >= leases.stamp
+"""
+# A lease copied from another holder (repair): kept if newer, or as new and lasting longer.
+_LEASE_ADOPT = """
+INSERT INTO leases (address, tag, stamp, state, expires) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (address, tag) DO UPDATE
+    SET stamp = excluded.stamp, state = excluded.state, expires = excluded.expires
+    WHERE (excluded.stamp, excluded.expires) > (leases.stamp, leases.expires)
+"""
+_LEASE_RELEASE = """
+UPDATE leases SET stamp = ?, state = 2, expires = ? WHERE address = ? AND tag = ? AND stamp < ?
+"""
+_EXPIRED_KEPT = """
+SELECT address FROM kept WHERE NOT EXISTS
+    (SELECT 1 FROM leases WHERE leases.address = kept.address AND leases.expires > ?)
+"""
+_LIVE_LEASE = "SELECT 1 FROM leases WHERE address = ? AND expires > ? LIMIT 1"
 
 
 def _db_error(exc: sqlite3.Error, doing: str) -> StorageError:
@@ -136,15 +188,32 @@ class Catalog:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == _SCHEMA_VERSION:
                 return
+            if version == 1:
+                self._upgrade_from_v1()
+                return
             if version != 0:
                 raise StorageError(
                     f"the catalog {self.path} has schema version {version}; this fstore "
                     f"knows version {_SCHEMA_VERSION}"
                 )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+            self._run_script(_SCHEMA + _SCHEMA_V2)
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    def _run_script(self, script: str) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+
+    def _upgrade_from_v1(self) -> None:
+        """Version 1 had no leases: every blob kept is held for a while under the
+        anonymous tag, so the namespaces that use it have time to hold it themselves."""
+        self._db.execute("ALTER TABLE pins RENAME TO kept")
+        self._run_script(_SCHEMA_V2)
+        self._db.execute(
+            "INSERT INTO leases SELECT address, ?, 0, 1, ? FROM kept",
+            (ANONYMOUS_TAG, time.time() + UPGRADE_LEASE),
+        )
+        self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     @contextmanager
     def _guard(self, doing: str) -> Iterator[None]:
@@ -246,23 +315,120 @@ class Catalog:
             (check_id(chunk_id, "chunk id"), check_id(address)),
         )
 
-    # --- pins: blobs this node keeps (placement target or owner) ---
+    # --- blobs this node keeps (placement target or owner) ---
 
-    def pin(self, address: Buffer) -> bool:
-        """Pin a blob; True if it was not pinned before."""
-        sql = "INSERT OR IGNORE INTO pins (address) VALUES (?)"
+    def mark_kept(self, address: Buffer) -> bool:
+        """Note that this node keeps a blob; True if it was not noted before."""
+        sql = "INSERT OR IGNORE INTO kept (address) VALUES (?)"
         return self._write(sql, (check_id(address),)) == 1
 
-    def unpin(self, address: Buffer) -> bool:
-        """Unpin a blob; True if it was pinned."""
-        return self._write("DELETE FROM pins WHERE address = ?", (check_id(address),)) == 1
+    def unmark_kept(self, address: Buffer) -> bool:
+        """Forget that this node keeps a blob; True if it was noted."""
+        return self._write("DELETE FROM kept WHERE address = ?", (check_id(address),)) == 1
 
-    def is_pinned(self, address: Buffer) -> bool:
-        return bool(self._read("SELECT 1 FROM pins WHERE address = ?", (check_id(address),)))
+    def is_kept(self, address: Buffer) -> bool:
+        return bool(self._read("SELECT 1 FROM kept WHERE address = ?", (check_id(address),)))
 
-    def pinned(self) -> list[bytes]:
-        """Every pinned address, in order."""
-        return [_only_bytes(row) for row in self._read("SELECT address FROM pins ORDER BY address")]
+    def kept(self) -> list[bytes]:
+        """Every address kept, in order."""
+        return [_only_bytes(row) for row in self._read("SELECT address FROM kept ORDER BY address")]
+
+    # --- leases on the blobs kept (docs/FORMAT.md, section 13) ---
+
+    def lease_upload(self, address: Buffer, tag: Buffer, expires: float) -> None:
+        """An upload lease lapsing at ``expires``; never shortens a lease already held."""
+        self._write(_LEASE_UPLOAD, (check_id(address), check_id(tag, "tag"), float(expires)))
+
+    def lease_hold(self, address: Buffer, tag: Buffer, stamp: int, expires: float) -> None:
+        """Hold a blob under ``tag`` until ``expires``, unless a later stamp says otherwise."""
+        params = (check_id(address), check_id(tag, "tag"), _check_stamp(stamp), float(expires))
+        self._write(_LEASE_HOLD, params)
+
+    def lease_release(self, address: Buffer, tag: Buffer, stamp: int, expires: float) -> bool:
+        """Release the lease of ``tag`` (lapsing at ``expires``) unless a later stamp holds
+        it; True if a lease was released."""
+        stamp = _check_stamp(stamp)
+        params = (stamp, float(expires), check_id(address), check_id(tag, "tag"), stamp)
+        return self._write(_LEASE_RELEASE, params) == 1
+
+    def lease_adopt(self, address: Buffer, leases: list[tuple[bytes, int, int, float]]) -> None:
+        """Take (tag, stamp, state, expires) leases another holder has, in one commit."""
+        address = check_id(address)
+        with self.transaction():
+            for tag, stamp, state, expires in leases:
+                if state not in (UPLOAD, HELD, RELEASED):
+                    raise InvalidArgumentError(f"no lease state {state}")
+                params = (address, check_id(tag, "tag"), _check_stamp(stamp), state, expires)
+                self._db.execute(_LEASE_ADOPT, params)
+
+    def leases(self, address: Buffer) -> list[tuple[bytes, int, int, float]]:
+        """Every (tag, stamp, state, expires) held on a blob, by tag."""
+        rows = self._read(
+            "SELECT tag, stamp, state, expires FROM leases WHERE address = ? ORDER BY tag",
+            (check_id(address),),
+        )
+        result = []
+        for tag, stamp, state, expires in rows:
+            assert isinstance(tag, bytes) and isinstance(stamp, int) and isinstance(state, int)
+            assert isinstance(expires, float)
+            result.append((tag, stamp, state, expires))
+        return result
+
+    def expired_kept(self, now: float) -> list[bytes]:
+        """The blobs kept whose leases have all lapsed at ``now`` (or that have none)."""
+        return [_only_bytes(row) for row in self._read(_EXPIRED_KEPT, (float(now),))]
+
+    def forget_expired_leases(self, addresses: list[bytes], now: float) -> list[bytes]:
+        """Drop the leases of each blob among ``addresses`` none of whose leases is live
+        at ``now``, in one transaction; those blobs, in order."""
+        lapsed = []
+        with self.transaction():
+            for address in addresses:
+                address = check_id(address)
+                if not self._db.execute(_LIVE_LEASE, (address, float(now))).fetchone():
+                    self._db.execute("DELETE FROM leases WHERE address = ?", (address,))
+                    lapsed.append(address)
+        return lapsed
+
+    def unmark_kept_many(self, addresses: list[bytes]) -> None:
+        """:meth:`unmark_kept` of each, in one transaction."""
+        with self.transaction():
+            self._db.executemany(
+                "DELETE FROM kept WHERE address = ?", [(check_id(a),) for a in addresses]
+            )
+
+    def forget_stray_leases(self, now: float) -> int:
+        """Drop lapsed leases on blobs not kept here; how many."""
+        return self._write(
+            "DELETE FROM leases WHERE expires <= ? AND NOT EXISTS "
+            "(SELECT 1 FROM kept WHERE kept.address = leases.address)",
+            (float(now),),
+        )
+
+    # --- references of this node's namespace (files and pins seen live) ---
+
+    def add_ref(self, name: str, capability: str, blobs: list[bytes]) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO refs (name, capability, blobs) VALUES (?, ?, ?)",
+            (name, capability, b"".join(check_id(b) for b in blobs)),
+        )
+
+    def refs(self) -> list[tuple[str, str, list[bytes]]]:
+        """Every (name, capability, blob addresses) referenced."""
+        result = []
+        for name, capability, blobs in self._read("SELECT name, capability, blobs FROM refs"):
+            assert isinstance(name, str) and isinstance(capability, str)
+            assert isinstance(blobs, bytes)
+            result.append((name, capability, [blobs[i : i + 32] for i in range(0, len(blobs), 32)]))
+        return result
+
+    def capabilities_of(self, name: str) -> list[str]:
+        """The capabilities referenced under ``name`` (the primary key's prefix: no scan)."""
+        rows = self._read("SELECT capability FROM refs WHERE name = ?", (name,))
+        return [str(capability) for (capability,) in rows]
+
+    def drop_ref(self, name: str, capability: str) -> None:
+        self._write("DELETE FROM refs WHERE name = ? AND capability = ?", (name, capability))
 
     # --- peers ---
 
@@ -309,6 +475,12 @@ class Catalog:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _check_stamp(stamp: object) -> int:
+    if type(stamp) is not int or not 0 <= stamp <= _MAX_CLOCK:
+        raise InvalidArgumentError("a lease stamp is an int of at most 63 bits")
+    return stamp
 
 
 def _only_bytes(row: tuple[object, ...]) -> bytes:

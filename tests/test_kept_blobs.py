@@ -1,4 +1,4 @@
-"""Every blob a node keeps is pinned in its catalog, and the pins survive a restart."""
+"""Every blob a node keeps is marked kept in its catalog, and the marks survive a restart."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ async def store_on_two_nodes(root: Path) -> None:
         await a.store("two", os.urandom(5 * 1024 * 1024 + 17))
 
 
-def test_every_kept_blob_is_pinned(tmp_path: Path) -> None:
+def test_every_kept_blob_is_kept(tmp_path: Path) -> None:
     uvloop.run(store_on_two_nodes(tmp_path))
     for name in ("a", "b"):
         data_dir = tmp_path / name
         held = {p.name for p in (data_dir / "blobs").glob("??/??/*")}
         assert len(held) >= 4
         with Catalog(data_dir / "fstore.db") as catalog:
-            assert {a.hex() for a in catalog.pinned()} == held
+            assert {a.hex() for a in catalog.kept()} == held
