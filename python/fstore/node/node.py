@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fstore.errors import InvalidArgumentError, WrongKindError
+from fstore.errors import FstoreError, InvalidArgumentError, WrongKindError
 from fstore.formats.capability import Capability, DirCapability
 from fstore.formats.directory import TreeEntry
 from fstore.formats.leases import LeaseKeys
@@ -56,6 +56,8 @@ from fstore.storage.catalog import Catalog
 from fstore.storage.lock import DataDirLock
 
 log = logging.getLogger(__name__)
+
+STOP_FLUSH_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,10 @@ class Node:
 
     async def stop(self) -> None:
         self.trees.close()
+        # The holds of the last stores, if they go quickly; else a reference pass sends them.
+        with contextlib.suppress(TimeoutError, FstoreError):
+            async with asyncio.timeout(STOP_FLUSH_SECONDS):
+                await self.space.flushed()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

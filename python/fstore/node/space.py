@@ -101,6 +101,8 @@ class Space:
         self.pinned_bytes = 0
         self.last_collection = 0.0  # Unix time the last collection pass ended
         self._stamps = HybridClock()
+        self._pending: list[tuple[str, str, list[bytes]]] = []  # stores not yet noted
+        self._flushing: asyncio.Task[None] | None = None
         # The blobs of a directory tree (Trees.blobs), set once the node has its trees.
         self.tree_blobs: Callable[[Ref], AsyncIterator[bytes]] | None = None
         self._wake = asyncio.Event()
@@ -127,16 +129,43 @@ class Space:
     # --- this namespace's references ------------------------------------------------------
 
     async def stored(self, name: str, capability: str, blobs: list[bytes]) -> None:
-        """A store named ``capability``: note the reference, hold its blobs.
+        """A store named ``capability``: note the reference and hold its blobs, soon.
 
-        A hold that fails is not an error: the upload leases last the grace, and
-        the next reference pass holds the blobs again.
+        Stores are noted and held in batches, after the store returns: one catalog
+        commit and one hold request per member for many small files, not one each.
+        Until the hold arrives the blobs' upload leases keep them (the grace), and
+        if this node stops first, the next reference pass of any node of the
+        namespace holds them. A hold that fails is not an error, for the same reason.
         """
-        replaced = any(c != capability for c in self.catalog.capabilities_of(name))
-        await asyncio.to_thread(self.catalog.add_ref, name, capability, blobs)
-        await self.hold(blobs)
-        if replaced:
-            self.trigger()
+        self._pending.append((name, capability, blobs))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+
+    async def flushed(self) -> None:
+        """Return once every store noted so far has been noted and held (or failed to)."""
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                replaced = await asyncio.to_thread(self._note, batch)
+                await self.hold(address for _, _, blobs in batch for address in blobs)
+            except FstoreError as e:
+                log.warning("could not note or hold %d stores: %s", len(batch), e)
+                continue
+            if replaced:
+                self.trigger()
+
+    def _note(self, batch: list[tuple[str, str, list[bytes]]]) -> bool:
+        """Add the stores' references in one commit; True if one replaced a name's file."""
+        replaced = False
+        with self.catalog.transaction():
+            for name, capability, blobs in batch:
+                replaced |= any(c != capability for c in self.catalog.capabilities_of(name))
+                self.catalog.add_ref(name, capability, blobs)
+        return replaced
 
     async def dropped(self, value: NameValue) -> None:
         """``value``'s name was deleted: make sure its blobs are released."""
@@ -149,6 +178,7 @@ class Space:
 
     async def reference_pass(self) -> None:
         """Hold what every live file and pin uses; release what only dropped ones used."""
+        await self.flushed()  # every hold sent so far is older than this pass's releases
         current = {v.name: v for v in await self.names.values()}
         known = {(n, c) for n, c, _ in self.catalog.refs()}
         for value in current.values():
@@ -267,6 +297,7 @@ class Space:
         await self.names.put(value)
         blobs = [cap.manifest_address, *(chunk.address for chunk in manifest.chunks)]
         await self.stored(text, text, blobs)
+        await self.flushed()
         return FileEntry(text, value.size, value.blake3, value.stored_at, text)
 
     async def unpin(self, capability: str) -> None:
