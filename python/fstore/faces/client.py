@@ -631,6 +631,8 @@ def checked_capability(text: str) -> str:
     from fstore.errors import InvalidCapabilityError
     from fstore.formats.capability import Capability, DirCapability
 
+    if not is_capability(text):
+        raise usage_error(f"{shown(text)} is not a capability (fs1:…, fsd1:…)")
     kind = DirCapability if text.startswith(DIR_CAPABILITY_PREFIX) else Capability
     try:
         kind.parse(text)
