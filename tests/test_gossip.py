@@ -8,13 +8,15 @@ last ones run 1,000 members and assert the goals of docs/SCALE.md.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgpack
 import pytest
+import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +32,7 @@ from fstore.net.gossip import (
     MemberSuspected,
     Send,
 )
+from fstore.net.gossip_driver import GossipDriver
 from fstore.net.gossip_messages import (
     BITMAP_SIZE,
     DIGEST_SIZE,
@@ -50,6 +53,7 @@ from fstore.net.gossip_messages import (
     decode,
 )
 from fstore.net.gossip_table import BroadcastQueue, MemberTable
+from fstore.net.membership import Membership
 from fstore.net.placement import closest
 from fstore.sim import scenarios
 from fstore.sim.cluster import Cluster, ClusterSpec
@@ -602,3 +606,25 @@ def test_1000_members_at_5_percent_loss_stay_within_the_goals() -> None:
     assert result.suspicions <= 10  # about 1e-5 of 180,000 probes; each one refuted
     assert result.traffic.bytes_per_member_s < 5 * 1024
     assert result.placement_truth >= 0.999
+
+
+@pytest.mark.parametrize("turns", range(6))
+def test_the_drivers_timer_loop_stops_when_cancelled_as_it_is_woken(turns: int) -> None:
+    """A stop that lands while the timer loop is being woken still ends the loop (on
+    Python 3.11, ``asyncio.wait_for`` swallowed such a cancellation, and a node's stop
+    then waited for ever)."""
+
+    async def scenario() -> None:
+        me = node_id(1)
+        core = Gossip(me, addr_of(me), random.Random(1), 0.0)
+        driver = GossipDriver(core, cast(Membership, None))  # links: none are opened
+        driver.start()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        driver._wake.set()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        async with asyncio.timeout(5):
+            await driver.stop()
+
+    uvloop.run(scenario())

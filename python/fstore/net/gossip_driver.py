@@ -115,8 +115,12 @@ class GossipDriver:
             delay = min(MAX_WAIT, max(0.0, self.gossip.next_deadline() - self._clock()))
             self._wake.clear()
             if delay > 0:
+                # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation
+                # that arrives as the event is set, and this loop would then outlive
+                # the node's stop, which waits for it for ever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
             self._send_all(self.gossip.tick(self._clock()))
 
     def _send_all(self, sends: list[Send]) -> None:

@@ -384,7 +384,8 @@ class PeerLink(asyncio.BufferedProtocol):
                 if deadline is not None and deadline < timeout:
                     response = await self._answer_by(future, deadline, op)
                 else:
-                    response = await asyncio.wait_for(future, timeout)
+                    async with asyncio.timeout(timeout):
+                        response = await future
             except TimeoutError:
                 # A peer that does not answer in time is not trusted with the
                 # stream any more: closing frees its state on both sides.
@@ -403,7 +404,8 @@ class PeerLink(asyncio.BufferedProtocol):
         self, future: asyncio.Future[wire.ResponseReceived], deadline: float, op: str
     ) -> wire.ResponseReceived:
         try:
-            return await asyncio.wait_for(asyncio.shield(future), deadline)
+            async with asyncio.timeout(deadline):
+                return await asyncio.shield(future)
         except TimeoutError:
             self.mark_overdue()
             raise PeerSlowError(
@@ -536,8 +538,8 @@ async def dial(
     """
     loop = asyncio.get_running_loop()
     try:
-        _, link = await asyncio.wait_for(
-            loop.create_connection(
+        async with asyncio.timeout(timeout):
+            _, link = await loop.create_connection(
                 factory,
                 host,
                 port,
@@ -545,15 +547,14 @@ async def dial(
                 server_hostname="",  # no SNI: peers are named by node id, not host name
                 ssl_handshake_timeout=timeout,
                 ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
-            ),
-            timeout,
-        )
+            )
     except ssl.SSLError as e:
         raise PeerRejectedError(f"{host}:{port} TLS handshake failed: {tls_failure(e)}") from e
     except (OSError, TimeoutError) as e:
         raise PeerUnavailableError(f"cannot reach {host}:{port}: {e}") from e
     try:
-        await asyncio.wait_for(asyncio.shield(link.ready), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(link.ready)
     except TimeoutError as e:
         link.abort("no HELLO")
         raise PeerUnavailableError(f"{host}:{port} did not say HELLO in time") from e
