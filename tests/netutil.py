@@ -125,6 +125,17 @@ def peak_rss(pid: int) -> int:
     return proc_status(pid, "VmHWM")
 
 
+def proportional_set_size(pid: int) -> int:
+    """A live process's ``Pss`` (``/proc/PID/smaps_rollup``) in bytes: its resident
+    pages, each page it shares with N processes counted as 1/N."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key == "Pss":
+                return int(value.split()[0]) * 1024
+    raise KeyError(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
 def write_random_file(path: Path, size: int, seed: bytes) -> str:
     """Write ``size`` incompressible bytes (BLAKE3 XOF of ``seed``) in pieces; their BLAKE3.
 

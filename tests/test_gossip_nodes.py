@@ -16,7 +16,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-from netutil import Cluster, KiB, NodeProcess, blake3_file, wait_until, write_random_file
+from netutil import (
+    Cluster,
+    KiB,
+    NodeProcess,
+    blake3_file,
+    proc_status,
+    proportional_set_size,
+    wait_until,
+    write_random_file,
+)
 
 from fstore.net.gossip import GossipConfig
 
@@ -30,6 +39,8 @@ IDLE_SECONDS = 10.0
 # and closed leave more behind (docs/SCALE.md has the figures, 79 to 122 MiB).
 # This bound catches growth, such as links or buffers that are never freed.
 IDLE_RSS_LIMIT = 160 * 1024 * 1024
+# Well under the time to find a member dead (a probe timeout, then suspicion: over 5 s).
+RESTART_SEEN_WITHIN = 3.0
 
 
 def members(node: NodeProcess) -> dict[bytes, str]:
@@ -105,13 +116,17 @@ def test_forty_nodes_converge_store_read_and_detect_a_death(
     cpu = sum(n.cpu_seconds() - before[n.name] for n in nodes)
     elapsed = time.monotonic() - window_start
     rss = [n.metric("process_resident_memory_bytes") for n in nodes]
+    anon = [proc_status(n.pid, "RssAnon") for n in nodes]
+    pss = [proportional_set_size(n.pid) for n in nodes]
     links = link_counts(nodes)
     print(
         f"idle, {NODES} nodes: CPU {cpu / elapsed:.3f} cores in all "
         f"({100 * cpu / elapsed / NODES:.2f}% of a core per node); "
         f"RSS per node median {statistics.median(rss) / 2**20:.1f} MiB, "
         f"max {max(rss) / 2**20:.1f} MiB (at the start of the window: median "
-        f"{statistics.median(rss_before) / 2**20:.1f} MiB); links per node median "
+        f"{statistics.median(rss_before) / 2**20:.1f} MiB; of it, private to the node "
+        f"(RssAnon) median {statistics.median(anon) / 2**20:.1f} MiB; PSS median "
+        f"{statistics.median(pss) / 2**20:.1f} MiB); links per node median "
         f"{statistics.median(links)}, max {max(links)} (--max-links {MAX_LINKS})"
     )
     assert max(rss) < IDLE_RSS_LIMIT, rss
@@ -141,3 +156,30 @@ def test_forty_nodes_converge_store_read_and_detect_a_death(
         f"a killed node was dead on all {len(survivors)} others after "
         f"{time.monotonic() - killed_at:.1f}s (bound {bound:.1f}s)"
     )
+
+
+def member_addresses(node: NodeProcess) -> dict[bytes, str]:
+    """Node id → address of the members ``node`` holds alive."""
+    listed = json.loads(node.http_get("/v1/members"))["members"]
+    return {bytes.fromhex(m["node_id"]): m["addr"] for m in listed if m["state"] == "alive"}
+
+
+def test_a_node_restarted_on_another_port_is_found_there_at_once(cluster: Cluster) -> None:
+    """A restart begins a new life at a higher incarnation, so the members take its new
+    address when they hear of it, not only after finding the old one dead."""
+    a = cluster.holder("a", durable=False)
+    b, c = cluster.holders(["b", "c"], peers=[a.address], durable=False)
+    everyone = {n.node_id for n in (a, b, c)}
+    wait_until(lambda: not converged([a, b, c], everyone), 30, "three members everywhere")
+    old_address = c.address
+    c.stop()
+    c = cluster.holder("c", data_dir=c.data_dir, peers=[a.address], durable=False)
+    assert c.address != old_address
+    started = time.monotonic()
+    wait_until(
+        lambda: all(member_addresses(n).get(c.node_id) == c.address for n in (a, b)),
+        RESTART_SEEN_WITHIN,
+        "a and b to list c at its new address",
+        interval=0.1,
+    )
+    print(f"\nc's new address known to a and b {time.monotonic() - started:.1f}s after its start")

@@ -44,6 +44,21 @@ def test_the_higher_stamp_wins_whatever_the_order(catalog: Catalog) -> None:
     assert states(catalog, address) == [(HELD, NOW + 2000)]
 
 
+def test_a_release_sent_again_keeps_the_end_the_first_one_set(catalog: Catalog) -> None:
+    """A namespace node that retries a release every pass (one holder was unreachable)
+    must not put off, pass after pass, the collection the first release started."""
+    address, tag = os.urandom(32), os.urandom(32)
+    catalog.lease_hold(address, tag, 10, NOW + 1000)
+    assert catalog.lease_release(address, tag, 20, NOW + 100)
+    assert catalog.lease_release(address, tag, 30, NOW + 200)  # the same release, a pass later
+    assert states(catalog, address) == [(RELEASED, NOW + 100)]
+    catalog.mark_kept(address)
+    assert catalog.expired_kept(NOW + 101) == [address]
+    catalog.lease_hold(address, tag, 40, NOW + 1000)  # held again: a new release starts anew
+    assert catalog.lease_release(address, tag, 50, NOW + 300)
+    assert states(catalog, address) == [(RELEASED, NOW + 300)]
+
+
 def test_an_upload_never_shortens_a_lease_and_a_release_needs_one(catalog: Catalog) -> None:
     address, tag = os.urandom(32), os.urandom(32)
     assert not catalog.lease_release(address, tag, 1, NOW)  # nothing held: nothing made

@@ -242,8 +242,16 @@ class Node:
         self.address = self._server.address
         # Advertised in every hello and gossiped from now on; known only once bound (port 0).
         members.listen_addr = self.address
+        # A life starts at an incarnation above any earlier life's (the time, in ms):
+        # the member list takes a restart's new address at once instead of waiting until
+        # the old one is found dead.
         gossip = Gossip(
-            self.node_id, self.address, random_source(), time.monotonic(), self._gossip_config
+            self.node_id,
+            self.address,
+            random_source(),
+            time.monotonic(),
+            self._gossip_config,
+            incarnation=time.time_ns() // 1_000_000,
         )
         driver = GossipDriver(gossip, members, on_member=self._on_member)
         self._peers.attach(members, driver)

@@ -104,8 +104,12 @@ ON CONFLICT (address, tag) DO UPDATE
     SET stamp = excluded.stamp, state = excluded.state, expires = excluded.expires
     WHERE (excluded.stamp, excluded.expires) > (leases.stamp, leases.expires)
 """
+# A release of a lease already released keeps its earlier end: a release sent again
+# (a namespace node retrying) never puts off the collection the first one started.
 _LEASE_RELEASE = """
-UPDATE leases SET stamp = ?, state = 2, expires = ? WHERE address = ? AND tag = ? AND stamp < ?
+UPDATE leases
+    SET stamp = ?, state = 2, expires = CASE WHEN state = 2 THEN min(expires, ?) ELSE ? END
+    WHERE address = ? AND tag = ? AND stamp < ?
 """
 _EXPIRED_KEPT = """
 SELECT address FROM kept WHERE NOT EXISTS
@@ -348,7 +352,8 @@ class Catalog:
         """Release the lease of ``tag`` (lapsing at ``expires``) unless a later stamp holds
         it; True if a lease was released."""
         stamp = _check_stamp(stamp)
-        params = (stamp, float(expires), check_id(address), check_id(tag, "tag"), stamp)
+        ends = float(expires)
+        params = (stamp, ends, ends, check_id(address), check_id(tag, "tag"), stamp)
         return self._write(_LEASE_RELEASE, params) == 1
 
     def lease_adopt(self, address: Buffer, leases: list[tuple[bytes, int, int, float]]) -> None:
