@@ -50,13 +50,6 @@ MESH_TIMEOUT = 30.0
 TRANSFER_TIMEOUT = 600.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid``, all its threads (``/proc/PID/stat``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def children_cpu_seconds() -> float:
     """CPU seconds of this process's waited-for children (``curl``, ``cp``, ``fstore``)."""
     usage = os.times()
@@ -127,11 +120,11 @@ class GetNetwork:
 
     def _timed(self, way: str, run: Callable[[], None], out: str) -> Timing:
         os.sync()  # nothing of an earlier transfer still being written back
-        before = sum(cpu_seconds(n.pid) for n in self.nodes) + children_cpu_seconds()
+        before = sum(n.cpu_seconds() for n in self.nodes) + children_cpu_seconds()
         started = time.perf_counter()
         run()
         seconds = time.perf_counter() - started
-        cpu = sum(cpu_seconds(n.pid) for n in self.nodes) + children_cpu_seconds() - before
+        cpu = sum(n.cpu_seconds() for n in self.nodes) + children_cpu_seconds() - before
         if out != os.devnull:
             path = Path(out)
             assert path.stat().st_size == self.size, f"{way}: wrong size"

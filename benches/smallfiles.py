@@ -37,15 +37,6 @@ REPLICAS = 3
 MESH_TIMEOUT = 30.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid``, all its threads (``/proc/PID/stat``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        # The command name (field 2) may hold spaces; the fields after it are fixed.
-        fields = f.read().rpartition(")")[2].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True)
 class SmallFilesResult:
     files: int
@@ -135,11 +126,11 @@ def put_small_files(
     names = list(bodies)
     shares = [names[i::clients] for i in range(clients)]
     url = f"http://{nodes[0].http_address}"
-    before = {n.name: cpu_seconds(n.pid) for n in nodes}
+    before = {n.name: n.cpu_seconds() for n in nodes}
     started = time.perf_counter()
     asyncio.run(_put_all(url, shares, bodies))
     seconds = time.perf_counter() - started
-    used = {n.name: cpu_seconds(n.pid) - before[n.name] for n in nodes}
+    used = {n.name: n.cpu_seconds() - before[n.name] for n in nodes}
     asyncio.run(_check_all(url, bodies))
     return SmallFilesResult(files, clients, file_size, seconds, used)
 

@@ -28,6 +28,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any, TypedDict, TypeVar, Unpack
 
@@ -108,6 +109,21 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def http_server_in_thread(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """The URL of an HTTP server of ``handler`` on loopback, serving in a thread until the
+    block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def proc_status(pid: int, field: str) -> int:
@@ -477,6 +493,10 @@ class Agent(NodeProcess):
         if not answer["ok"]:
             raise AgentError(answer)
         return answer
+
+    def metric(self, name: str) -> float:
+        """The value of an unlabelled metric of the agent's node (asked over its stdin)."""
+        return float(self.call("metric", name=name)["value"])
 
     def call(self, op: str, timeout: float = CALL_TIMEOUT, **fields: Any) -> dict[str, Any]:
         """Send a command and return its successful answer (AgentError otherwise)."""

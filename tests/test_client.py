@@ -17,17 +17,25 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import blake3
 import pytest
-from netutil import Cluster, MiB, NodeProcess, blake3_file, free_port, wait_until, write_random_file
+from netutil import (
+    Cluster,
+    MiB,
+    NodeProcess,
+    blake3_file,
+    free_port,
+    http_server_in_thread,
+    wait_until,
+    write_random_file,
+)
 
 from fstore.faces import client
 from fstore.formats.names import is_control
@@ -562,15 +570,10 @@ class StandIn(BaseHTTPRequestHandler):
 @pytest.fixture
 def stand_in() -> Iterator[str]:
     """The URL of a stand-in server, serving in a thread until the test ends."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        with http_server_in_thread(StandIn) as url:
+            yield url
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
         StandIn.files.clear()
 
 

@@ -141,12 +141,6 @@ def test_two_holders_of_the_same_blobs_killed_and_every_blob_has_three_copies_ag
     assert "counted as lost; repairing its copies" in log
 
 
-def metric(node: NodeProcess, name: str) -> float:
-    if isinstance(node, Agent):
-        return float(node.call("metric", name=name)["value"])
-    return node.metric(name)
-
-
 def test_nodes_lost_one_at_a_time_down_to_three_lose_no_file(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -180,26 +174,26 @@ def test_a_node_back_within_the_grace_costs_no_repair(cluster: Cluster, tmp_path
         HEAL_TIMEOUT,
         "3 copies of every blob before the holder goes",
     )
-    before = [metric(n, "fstore_repaired_bytes_total") for n in everyone]
+    before = [n.metric("fstore_repaired_bytes_total") for n in everyone]
     victim = next(n for n in everyone if not isinstance(n, Agent))
     assert victim.terminate(timeout=30) == 0
-    rounds = metric(s, "fstore_repair_rounds_total")
+    rounds = s.metric("fstore_repair_rounds_total")
     wait_until(
-        lambda: metric(s, "fstore_repair_rounds_total") >= rounds + 3,
+        lambda: s.metric("fstore_repair_rounds_total") >= rounds + 3,
         HEAL_TIMEOUT,
         "three repair rounds while the holder is away",
     )
     back = cluster.holder(victim.name, data_dir=victim.data_dir, peers=[s.address], options=options)
     live = [n for n in everyone if n is not victim] + [back]
     wait_for_mesh([s, r], live, MESH_TIMEOUT)
-    rounds = metric(s, "fstore_repair_rounds_total")
+    rounds = s.metric("fstore_repair_rounds_total")
     wait_until(
-        lambda: metric(s, "fstore_repair_rounds_total") >= rounds + 5,
+        lambda: s.metric("fstore_repair_rounds_total") >= rounds + 5,
         HEAL_TIMEOUT,
         "five repair rounds once it is back",
     )
     assert not under_replicated(files, live, everyone)
-    after = [metric(n, "fstore_repaired_bytes_total") for n in live]
+    after = [n.metric("fstore_repaired_bytes_total") for n in live]
     stayed = [b for n, b in zip(everyone, before, strict=True) if n is not victim]
     assert after == [*stayed, 0.0], "bytes were copied for a member back within its grace"
 

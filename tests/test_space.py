@@ -125,7 +125,7 @@ def metric_sum(nodes: list[NodeProcess], name: str) -> float:
 def passes_after(nodes: list[NodeProcess], count: int) -> None:
     """Wait until every node has run ``count`` more collection passes."""
     for _ in range(count):
-        marks = [metric_of(n, LAST_COLLECTION) for n in nodes]
+        marks = [n.metric(LAST_COLLECTION) for n in nodes]
         wait_until(
             functools.partial(collected_since, nodes, marks),
             SETTLE_TIMEOUT,
@@ -137,13 +137,7 @@ LAST_COLLECTION = "fstore_space_last_collection_timestamp_seconds"
 
 
 def collected_since(nodes: list[NodeProcess], marks: list[float]) -> bool:
-    return all(metric_of(n, LAST_COLLECTION) > m for n, m in zip(nodes, marks, strict=True))
-
-
-def metric_of(node: NodeProcess, name: str) -> float:
-    if isinstance(node, Agent):
-        return float(node.call("metric", name=name)["value"])
-    return node.metric(name)
+    return all(n.metric(LAST_COLLECTION) > m for n, m in zip(nodes, marks, strict=True))
 
 
 def test_deleting_one_of_two_files_sharing_chunks_keeps_every_chunk_of_the_other(

@@ -15,12 +15,11 @@ import os
 import subprocess
 import sys
 import tarfile
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +32,7 @@ from netutil import (
     Cluster,
     MiB,
     NodeProcess,
+    http_server_in_thread,
     wait_for_mesh,
     wait_until,
     wire_client,
@@ -512,15 +512,8 @@ class TarServer(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def tar_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), TarServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with http_server_in_thread(TarServer) as url:
+        yield url
 
 
 def test_get_r_refuses_whatever_would_land_outside(tar_server: str, tmp_path: Path) -> None:
