@@ -152,6 +152,9 @@ class PeerLink(asyncio.BufferedProtocol):
         self.peer_node: bytes | None = None  # set once the peer's HELLO is verified
         self.peer_addr: str | None = None
         self._transport: asyncio.Transport | None = None  # TLS, handshake done
+        # Asked once the connection is made: asyncio's TLS transport cannot answer once
+        # closed twice, and a link must still describe itself as it ends.
+        self._peer_socket_name = "?"
         self._peer_certificate = b""
         self._pending: dict[int, asyncio.Future[wire.ResponseReceived]] = {}
         self._serving: set[asyncio.Task[None]] = set()
@@ -188,6 +191,11 @@ class PeerLink(asyncio.BufferedProtocol):
         """TLS is up (the handshake verified the peer's certificate): say HELLO."""
         # uvloop's SSL transport implements asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        name = transport.get_extra_info("peername")
+        if isinstance(name, tuple):
+            self._peer_socket_name = f"{name[0]}:{name[1]}"
+        elif name:
+            self._peer_socket_name = str(name)
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self._handshake_timer = asyncio.get_running_loop().call_later(
             self.limits.handshake_timeout, self._handshake_timed_out
@@ -513,14 +521,8 @@ class PeerLink(asyncio.BufferedProtocol):
 
     def describe(self) -> str:
         who = self.peer_node.hex()[:12] if self.peer_node else "?"
-        where = self.peer_addr or self._peername()
+        where = self.peer_addr or self._peer_socket_name
         return f"peer {who}@{where}"
-
-    def _peername(self) -> str:
-        if self._transport is None:
-            return "?"
-        name = self._transport.get_extra_info("peername")
-        return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
 
 
 async def dial(
