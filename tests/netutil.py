@@ -126,14 +126,15 @@ def http_server_in_thread(handler: type[BaseHTTPRequestHandler]) -> Iterator[str
         thread.join(timeout=10)
 
 
-def proc_status(pid: int, field: str) -> int:
-    """A ``kB`` field of ``/proc/PID/status`` (``VmHWM``, ``VmRSS``) in bytes."""
-    with open(f"/proc/{pid}/status") as f:
+def proc_status(pid: int, field: str, table: str = "status") -> int:
+    """A ``kB`` field of ``/proc/PID/status`` (``VmHWM``, ``VmRSS``) or of another table
+    of the same form (``smaps_rollup``), in bytes."""
+    with open(f"/proc/{pid}/{table}") as f:
         for line in f:
             key, _, value = line.partition(":")
             if key == field:
                 return int(value.split()[0]) * 1024
-    raise KeyError(f"no {field} in /proc/{pid}/status")
+    raise KeyError(f"no {field} in /proc/{pid}/{table}")
 
 
 def peak_rss(pid: int) -> int:
@@ -144,12 +145,7 @@ def peak_rss(pid: int) -> int:
 def proportional_set_size(pid: int) -> int:
     """A live process's ``Pss`` (``/proc/PID/smaps_rollup``) in bytes: its resident
     pages, each page it shares with N processes counted as 1/N."""
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key == "Pss":
-                return int(value.split()[0]) * 1024
-    raise KeyError(f"no Pss in /proc/{pid}/smaps_rollup")
+    return proc_status(pid, "Pss", "smaps_rollup")
 
 
 def write_random_file(path: Path, size: int, seed: bytes) -> str:
@@ -330,10 +326,14 @@ class NodeProcess:
             bytes.fromhex(p["node_id"]) for p in json.loads(self.http_get("/v1/peers"))["peers"]
         }
 
+    def http_member_list(self) -> list[dict[str, Any]]:
+        """Its gossiped member list as its HTTP API lists it (``GET /v1/members``)."""
+        members: list[dict[str, Any]] = json.loads(self.http_get("/v1/members"))["members"]
+        return members
+
     def http_members(self) -> dict[bytes, str]:
-        """Its gossiped member list as its HTTP API lists it: node id → state."""
-        members = json.loads(self.http_get("/v1/members"))["members"]
-        return {bytes.fromhex(m["node_id"]): m["state"] for m in members}
+        """Its gossiped member list: node id → state."""
+        return {bytes.fromhex(m["node_id"]): m["state"] for m in self.http_member_list()}
 
     def cpu_seconds(self) -> float:
         """User and system CPU time the process has used so far."""

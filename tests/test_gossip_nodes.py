@@ -160,7 +160,7 @@ def test_forty_nodes_converge_store_read_and_detect_a_death(
 
 def member_addresses(node: NodeProcess) -> dict[bytes, str]:
     """Node id → address of the members ``node`` holds alive."""
-    listed = json.loads(node.http_get("/v1/members"))["members"]
+    listed = node.http_member_list()
     return {bytes.fromhex(m["node_id"]): m["addr"] for m in listed if m["state"] == "alive"}
 
 

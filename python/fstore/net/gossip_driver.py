@@ -16,7 +16,6 @@ of whoever answers when a link is opened to it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import math
@@ -41,6 +40,7 @@ from fstore.net.gossip import (
 from fstore.net.gossip_messages import Ack, Member, Ping, decode
 from fstore.net.link import PeerLink
 from fstore.net.membership import Membership
+from fstore.net.waiting import woken_or_after
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +115,7 @@ class GossipDriver:
             delay = min(MAX_WAIT, max(0.0, self.gossip.next_deadline() - self._clock()))
             self._wake.clear()
             if delay > 0:
-                # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation
-                # that arrives as the event is set, and this loop would then outlive
-                # the node's stop, which waits for it for ever.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
+                await woken_or_after(self._wake, delay)
             self._send_all(self.gossip.tick(self._clock()))
 
     def _send_all(self, sends: list[Send]) -> None:

@@ -44,7 +44,6 @@ BACKOFF_MAX = 30.0
 PING_INTERVAL = 5.0
 PING_TIMEOUT = 10.0
 MAX_LINKS = 32
-STOP_CLOSE_WAIT = 10.0  # a stop aborts the links still closing after this
 # A link over the cap is closed only once unused this long: a link just opened
 # for a probe or a put is about to carry its answer.
 IDLE_GRACE = 2.0
@@ -111,16 +110,8 @@ class Membership:
         for link in list(self._all_links):
             link.close()
         await asyncio.gather(*pending, return_exceptions=True)
-        opened = [link for link in self._all_links if link.connected]
-        try:
-            async with asyncio.timeout(STOP_CLOSE_WAIT):
-                await asyncio.gather(*(link.closed for link in opened), return_exceptions=True)
-        except TimeoutError:
-            # A graceful TLS close waits for the peer to read what is unsent; a stop
-            # does not wait on a peer for ever.
-            for link in opened:
-                link.abort("stopping")
-            await asyncio.gather(*(link.closed for link in opened), return_exceptions=True)
+        opened = [link.closed for link in self._all_links if link.connected]
+        await asyncio.gather(*opened, return_exceptions=True)
 
     def link_factory(self, *, outbound: bool) -> PeerLink:
         link = PeerLink(

@@ -28,6 +28,7 @@ from fstore.errors import FstoreError
 from fstore.formats.records import Version
 from fstore.net import placement
 from fstore.net.link import PeerLink
+from fstore.net.waiting import woken_or_after
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
 from fstore.node.names import Names, record_from_meta
@@ -65,19 +66,6 @@ class Group:
 
 
 Item = tuple[bytes, bytes, Any]  # (placement key, id in the digest, what an offer carries)
-
-
-async def woken_or_after(event: asyncio.Event, seconds: float) -> None:
-    """Wait until ``event`` is set or ``seconds`` have passed.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that
-    arrives as its timeout fires, and a node's stop then waits for ever.
-    """
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=seconds)
-    finally:
-        waiter.cancel()
 
 
 def group_key(members: Iterable[bytes]) -> bytes:

@@ -22,12 +22,12 @@ from fstore.formats.capability import DIR_PREFIX, Capability, DirCapability
 from fstore.formats.directory import Ref
 from fstore.formats.leases import LeaseKeys
 from fstore.formats.records import HybridClock, NameValue
+from fstore.net.waiting import woken_or_after
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
 from fstore.node.names import FileEntry, Names, is_pin
 from fstore.node.peers import Peers
 from fstore.node.reader import Reader
-from fstore.node.repair import woken_or_after
 
 log = logging.getLogger(__name__)
 

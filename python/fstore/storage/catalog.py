@@ -108,8 +108,8 @@ ON CONFLICT (address, tag) DO UPDATE
 # (a namespace node retrying) never puts off the collection the first one started.
 _LEASE_RELEASE = """
 UPDATE leases
-    SET stamp = ?, state = 2, expires = CASE WHEN state = 2 THEN min(expires, ?) ELSE ? END
-    WHERE address = ? AND tag = ? AND stamp < ?
+    SET stamp = ?1, state = 2, expires = CASE WHEN state = 2 THEN min(expires, ?2) ELSE ?2 END
+    WHERE address = ?3 AND tag = ?4 AND stamp < ?1
 """
 _EXPIRED_KEPT = """
 SELECT address FROM kept WHERE NOT EXISTS
@@ -352,8 +352,7 @@ class Catalog:
         """Release the lease of ``tag`` (lapsing at ``expires``) unless a later stamp holds
         it; True if a lease was released."""
         stamp = _check_stamp(stamp)
-        ends = float(expires)
-        params = (stamp, ends, ends, check_id(address), check_id(tag, "tag"), stamp)
+        params = (stamp, float(expires), check_id(address), check_id(tag, "tag"))
         return self._write(_LEASE_RELEASE, params) == 1
 
     def lease_adopt(self, address: Buffer, leases: list[tuple[bytes, int, int, float]]) -> None:
