@@ -163,6 +163,21 @@ def test_deleting_one_of_two_files_sharing_chunks_keeps_every_chunk_of_the_other
     assert read_back(s, tmp_path, b) == _native.hash(edited).hex()
 
 
+def test_a_storer_holding_few_of_its_chunks_still_reuses_them(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Six nodes, R = 3: the storer holds about half of the chunks it stores. Storing the
+    same bytes again reuses every chunk, wherever it is held, not only the ones it holds."""
+    s, nodes = network(cluster, 5, GC)
+    (tmp_path / "a").write_bytes(random.Random(5).randbytes(16 * MiB))
+    first = s.call("store", name="a", path=str(tmp_path / "a"))["capability"]
+    second = s.call("store", name="again", path=str(tmp_path / "a"))["capability"]
+    first_chunks, second_chunks = file_blobs(first, nodes)[1:], file_blobs(second, nodes)[1:]
+    held_by_storer = sum(s.has_blob(address) for address in first_chunks)
+    assert held_by_storer < len(first_chunks), "the storer holds every chunk: nothing tested"
+    assert second_chunks == first_chunks
+
+
 def test_a_pin_from_another_namespace_outlives_the_owners_delete_until_unpinned(
     cluster: Cluster, tmp_path: Path
 ) -> None:

@@ -116,10 +116,11 @@ class Replicator:
         )
 
     async def confirm_blob(self, address: bytes, *, allow_degraded: bool = False) -> int:
-        """Durable copies of a blob this node already holds, on the R closest live members.
+        """Durable copies of a blob stored before, on the R closest live members.
 
         A copy counts only when its holder confirms it (``has_blobs``); where it
-        is missing, this node's copy is sent. Returns the confirmed copies.
+        is missing, this node's copy is sent if it has one. Returns the confirmed
+        copies (:class:`InsufficientReplicasError` below the write quorum).
         """
 
         async def confirm_on(node: bytes) -> None:

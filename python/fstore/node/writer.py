@@ -240,12 +240,14 @@ class Writer:
         """The address a blob is kept under and its durable copies.
 
         A blob this node stored before under the same ``dedup_id`` (a chunk id)
-        reuses that blob, but only counts the copies its holders confirm, and is
-        copied where one is missing; if that fails, it is stored again as given.
+        reuses that blob, wherever it is held (in a network larger than R this node
+        holds few of the blobs it stored), but only counts the copies its holders
+        confirm, and is copied from here where one is missing and this node has it;
+        with too few copies, it is stored again as given.
         """
         tally = tally if tally is not None else BlobTally()
         known = self.catalog.chunk_address(dedup_id)
-        if known is not None and self.local.has(known):
+        if known is not None:
             try:
                 copies = await self.replicator.confirm_blob(known, allow_degraded=allow_degraded)
                 tally.reused += len(blob)
