@@ -20,6 +20,7 @@ import queue
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from fstore.formats.capability import Capability
 from fstore.formats.manifest import ChunkRef, Manifest
 from fstore.net import placement, wire
 from fstore.net.trust import LinkCredentials, NetworkKey
+from fstore.storage.catalog import CATALOG_NAME
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -179,12 +181,79 @@ def blob_path(data_dir: Path, address: bytes) -> Path:
     return data_dir / "blobs" / name[0:2] / name[2:4] / name
 
 
+# A node keeps a blob of at most SMALL_BLOB_MAX bytes as a row of its catalog, a larger
+# one as a file (fstore.storage.smallblobs). These read and change either, as they lie
+# on disk, with no checks: what a disk fault or another program could do.
+
+
+def _catalog(data_dir: Path) -> sqlite3.Connection:
+    return sqlite3.connect(data_dir / CATALOG_NAME, timeout=30.0, isolation_level=None)
+
+
+def stored_copy(data_dir: Path, address: bytes) -> bytes | None:
+    """A node's copy of a blob (its row or its file), unchecked; None if it has none."""
+    db = _catalog(data_dir)
+    try:
+        row = db.execute("SELECT data FROM small_blobs WHERE address = ?", (address,)).fetchone()
+    finally:
+        db.close()
+    if row is not None:
+        return bytes(row[0])
+    path = blob_path(data_dir, address)
+    return path.read_bytes() if path.is_file() else None
+
+
+def replace_copy(data_dir: Path, address: bytes, data: bytes) -> None:
+    """Overwrite a node's copy of a blob (row or file) with ``data``: damage."""
+    db = _catalog(data_dir)
+    try:
+        sql = "UPDATE small_blobs SET data = ? WHERE address = ?"
+        changed = db.execute(sql, (data, address)).rowcount
+    finally:
+        db.close()
+    if not changed:
+        path = blob_path(data_dir, address)
+        assert path.is_file(), f"no copy of {address.hex()} in {data_dir}"
+        path.write_bytes(data)
+
+
+def remove_copy(data_dir: Path, address: bytes) -> bool:
+    """Delete a node's copy of a blob (row or file), as a disk fault would; True if any."""
+    db = _catalog(data_dir)
+    try:
+        removed = db.execute("DELETE FROM small_blobs WHERE address = ?", (address,)).rowcount
+    finally:
+        db.close()
+    path = blob_path(data_dir, address)
+    if path.is_file():
+        path.unlink()
+        return True
+    return removed > 0
+
+
+def stored_blobs(data_dir: Path) -> dict[bytes, int]:
+    """Every blob a node holds (rows and files): address → size."""
+    sizes = {
+        bytes.fromhex(p.name): p.stat().st_size
+        for p in (data_dir / "blobs").glob("??/??/*")
+        if p.is_file()
+    }
+    if (data_dir / CATALOG_NAME).exists():
+        db = _catalog(data_dir)
+        try:
+            for address, size in db.execute("SELECT address, length(data) FROM small_blobs"):
+                sizes[bytes(address)] = size
+        finally:
+            db.close()
+    return sizes
+
+
 def good_copies(address: bytes, nodes: Iterable[NodeProcess]) -> int:
     """How many of ``nodes`` hold a copy of ``address`` whose bytes match it."""
     count = 0
     for node in nodes:
-        path = blob_path(node.data_dir, address)
-        if path.is_file() and blake3.blake3(path.read_bytes()).digest() == address:
+        copy = stored_copy(node.data_dir, address)
+        if copy is not None and blake3.blake3(copy).digest() == address:
             count += 1
     return count
 
@@ -199,9 +268,9 @@ def read_manifest(capability: str, data_dirs: Iterable[Path]) -> tuple[bytes, li
     """(manifest address, chunk list) of a file, its manifest read from any node's disk."""
     cap = Capability.parse(capability)
     for data_dir in data_dirs:
-        path = blob_path(data_dir, cap.manifest_address)
-        if path.is_file():
-            manifest = Manifest.open(cap.file_key, path.read_bytes())
+        copy = stored_copy(data_dir, cap.manifest_address)
+        if copy is not None:
+            manifest = Manifest.open(cap.file_key, copy)
             return cap.manifest_address, list(manifest.chunks)
     raise FileNotFoundError(f"no node holds the manifest {cap.manifest_address.hex()}")
 
@@ -353,7 +422,7 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace")
 
     def has_blob(self, address: bytes) -> bool:
-        return blob_path(self.data_dir, address).is_file()
+        return stored_copy(self.data_dir, address) is not None
 
     def peak_rss(self) -> int:
         return peak_rss(self.pid)

@@ -1,7 +1,8 @@
 """Child process of the crash tests in ``test_store.py``: writes until it is killed.
 
-``python store_crash_child.py blobs DIR`` puts blobs into ``BlobStore(DIR)``, alone
-and in batches, and prints each address (hex) once the call that stored it has
+``python store_crash_child.py blobs DIR`` puts blobs into a node's kind of
+``BlobStore(DIR)`` (small blobs as catalog rows, the others as files), alone and
+in batches, and prints each address (hex) once the call that stored it has
 returned. ``python store_crash_child.py catalog DIR`` does the same with name
 records in ``Catalog(DIR/fstore.db)``, printing ``locator record`` (hex). A line on
 stdout is therefore a promise that the write is durable.
@@ -18,6 +19,7 @@ from pathlib import Path
 from fstore import _native
 from fstore.storage.blobs import BlobStore
 from fstore.storage.catalog import CATALOG_NAME, Catalog
+from fstore.storage.smallblobs import SMALL_BLOB_MAX, SmallBlobs
 
 MAX_BLOB = 1 << 20
 WRITERS = 4
@@ -34,7 +36,7 @@ def _report(*fields: bytes) -> None:
 def write_blobs(root: Path) -> None:
     """Several threads, as in the node: when one reports, the others are mid-write,
     so the kill (which follows a report) lands inside a put."""
-    store = BlobStore(root)
+    store = BlobStore(root, small=SmallBlobs(Catalog(root / CATALOG_NAME)))
     pool = os.urandom(2 * MAX_BLOB)
     writers = [
         threading.Thread(target=_blob_writer, args=(store, pool), daemon=True)
@@ -54,7 +56,8 @@ def _blob_writer(store: BlobStore, pool: bytes) -> None:
         blobs = []
         for _ in range(rng.choice((1, 1, 4))):
             start = rng.randrange(MAX_BLOB)
-            blobs.append(os.urandom(16) + pool[start : start + rng.randrange(MAX_BLOB)])
+            size = rng.randrange(rng.choice((SMALL_BLOB_MAX, MAX_BLOB)))  # rows and files
+            blobs.append(os.urandom(16) + pool[start : start + size])
         addresses = [_native.hash(blob) for blob in blobs]
         store.put_many(zip(addresses, blobs, strict=True))
         for address in addresses:

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from netutil import Cluster, MiB, wait_for_mesh
+from netutil import Cluster, MiB, stored_blobs, wait_for_mesh
 
 WINDOW = 64
 MESH_TIMEOUT = 20.0
@@ -76,8 +76,8 @@ def test_no_plaintext_window_or_name_on_any_disk(cluster: Cluster, tmp_path: Pat
 
     scanned = 0
     for node in (a, b, c):
+        assert len(stored_blobs(node.data_dir)) >= 2, f"{node.name} holds no copy: R=3 on 3 nodes"
         blob_files = [p for p in files_under(node.data_dir / "blobs") if p.is_file()]
-        assert len(blob_files) >= 2, f"{node.name} holds no copy: R=3 on 3 nodes"
         db_files = sorted(node.data_dir.glob("fstore.db*"))
         assert node.data_dir / "fstore.db" in db_files
         for path in [*blob_files, *db_files]:
@@ -118,8 +118,8 @@ def test_no_plaintext_window_or_entry_name_of_a_tree_on_any_disk(
     cluster.close()
 
     for node in (a, b, c):
+        assert len(stored_blobs(node.data_dir)) >= 3, f"{node.name} holds no copy: R=3 on 3 nodes"
         blob_files = [p for p in files_under(node.data_dir / "blobs") if p.is_file()]
-        assert len(blob_files) >= 3, f"{node.name} holds no copy: R=3 on 3 nodes"
         for path in [*blob_files, *sorted(node.data_dir.glob("fstore.db*"))]:
             data = path.read_bytes()
             leak = leaked_window(data, plain_windows)

@@ -30,9 +30,11 @@ scales its ``max_examples`` in proportion::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
+import sqlite3
 import struct
 import tracemalloc
 from pathlib import Path
@@ -50,6 +52,7 @@ from fstore.net import wire
 from fstore.net.link import PeerLink, Reply
 from fstore.node import Node
 from fstore.node.service import HANDLERS as _HANDLERS
+from fstore.storage.catalog import CATALOG_NAME
 
 KiB = 1024
 HEADER = struct.Struct(">IBII")
@@ -367,8 +370,14 @@ def handler_calls(draw: st.DrawFn) -> tuple[str, dict[str, Any], bytes]:
 
 
 def check_blob_files(root: Path, data_dir: Path) -> int:
-    """Every file under ``root`` is in ``data_dir``; every blob is named by its hash."""
+    """Every file under ``root`` is in ``data_dir``; every blob (file or catalog row) is
+    named by its hash. Returns how many blobs there are."""
     blobs = 0
+    if (data_dir / CATALOG_NAME).exists():
+        with contextlib.closing(sqlite3.connect(data_dir / CATALOG_NAME)) as db:
+            for address, data in db.execute("SELECT address, data FROM small_blobs"):
+                assert _native.hash(data) == address, f"row {address.hex()}"
+                blobs += 1
     for directory, _, files in os.walk(root):
         for name in files:
             path = Path(directory, name)

@@ -37,6 +37,7 @@ from netutil import (
     MiB,
     blake3_file,
     fstore_node_command,
+    stored_blobs,
     wait_until,
     write_random_file,
 )
@@ -145,6 +146,11 @@ def blob_files(data_dir: Path) -> list[Path]:
     return [p for p in (data_dir / "blobs").glob("??/??/*") if p.is_file()]
 
 
+def blob_sizes(data_dir: Path) -> dict[bytes, int]:
+    """Every blob the node holds, as a file or (a small one) as a catalog row."""
+    return stored_blobs(data_dir)
+
+
 def samples_of(text: str) -> Samples:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
@@ -232,7 +238,7 @@ def test_put_get_head_list_caps_delete(tmp_path: Path, rng: random.Random) -> No
                 assert isinstance(peer["outbound"], bool)
             async with http.get(a.url("/v1/status")) as response:
                 status = await response.json()
-            blobs = blob_files(a.node.data_dir)
+            blobs = blob_sizes(a.node.data_dir)
             assert status == {
                 "node_id": a.node.node_id.hex(),
                 "address": a.node.address,
@@ -240,11 +246,11 @@ def test_put_get_head_list_caps_delete(tmp_path: Path, rng: random.Random) -> No
                 "replicas": 2,
                 "peers": 1,
                 "blobs": len(blobs),
-                "blob_bytes": sum(p.stat().st_size for p in blobs),
+                "blob_bytes": sum(blobs.values()),
                 "under_replicated": 0,
                 "repair_queue": 0,
                 "last_scrub": status["last_scrub"],
-                "used_bytes": sum(p.stat().st_size for p in blobs),
+                "used_bytes": sum(blobs.values()),
                 "max_storage": None,
                 "reclaimable_bytes": 0,
                 "reclaimed_bytes": 0,
@@ -398,7 +404,7 @@ def test_small_files_are_one_blob_and_serve_ranges(tmp_path: Path, rng: random.R
                 assert (await response.json())["copies"] == 2
             _, manifest = await a.node.manifest("small")
             assert manifest.inline == small and manifest.chunks == ()
-            assert [len(blob_files(n.node.data_dir)) for n in (a, b)] == [1, 1]
+            assert [len(blob_sizes(n.node.data_dir)) for n in (a, b)] == [1, 1]
             for served in (a, b):
                 async with http.get(served.file_url("small")) as response:
                     assert response.status == 200 and await response.read() == small
@@ -416,7 +422,7 @@ def test_small_files_are_one_blob_and_serve_ranges(tmp_path: Path, rng: random.R
                 assert response.status == 201
             _, larger = await a.node.manifest("larger")
             assert larger.inline is None and len(larger.chunks) == 1
-            assert [len(blob_files(n.node.data_dir)) for n in (a, b)] == [3, 3]
+            assert [len(blob_sizes(n.node.data_dir)) for n in (a, b)] == [3, 3]
             async with http.get(b.file_url("larger")) as response:
                 assert await response.read() == small + b"!"
 
@@ -520,7 +526,7 @@ def test_names_with_control_characters_or_a_capability_prefix_are_invalid(
                 )  # fs1: is a capability, anything else like it no name
             async with http.get(a.url("/v1/files")) as response:
                 assert await response.json() == {"files": []}
-            assert blob_files(a.node.data_dir) == []
+            assert blob_sizes(a.node.data_dir) == {}
 
     run(scenario())
 
@@ -713,7 +719,7 @@ def test_an_upload_that_stops_sending_is_408_and_stores_nothing(
                 async with http.get(a.file_url(name)) as response:
                     await assert_error(response, 404, "not_found")
             assert await a.node.list() == []
-            assert blob_files(a.node.data_dir) == []
+            assert blob_sizes(a.node.data_dir) == {}
             assert sample(await scrape(http, a), "fstore_stored_bytes_total") == 0
             assert not [r for r in request_log(caplog) if r.levelno >= logging.ERROR]
 
@@ -926,13 +932,13 @@ def test_metrics_count_known_traffic(tmp_path: Path, rng: random.Random) -> None
                 assert response.status == 404
             mine, theirs = await scrape(http, a), await scrape(http, b)
 
-            held = sum(p.stat().st_size for p in blob_files(b.node.data_dir))
+            held = sum(blob_sizes(b.node.data_dir).values())
             assert sample(mine, "fstore_stored_bytes_total") == len(one) + len(two)
             assert sample(mine, "fstore_served_bytes_total") == len(one) + 1000
             assert sample(mine, "fstore_blob_bytes_sent_total") == held
             assert sample(theirs, "fstore_blob_bytes_received_total") == held
             assert sample(theirs, "fstore_blob_bytes") == held
-            assert sample(mine, "fstore_blobs") == len(blob_files(a.node.data_dir))
+            assert sample(mine, "fstore_blobs") == len(blob_sizes(a.node.data_dir))
             assert sample(mine, "fstore_peers_connected") == 1
             assert sample(mine, "fstore_replication_failures_total") == 0
             assert sample(theirs, "fstore_stored_bytes_total") == 0

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import uvloop
+from netutil import stored_blobs
 
 from fstore.net.trust import NetworkKey
 from fstore.node import Node
@@ -28,7 +29,7 @@ def test_every_kept_blob_is_kept(tmp_path: Path) -> None:
     uvloop.run(store_on_two_nodes(tmp_path))
     for name in ("a", "b"):
         data_dir = tmp_path / name
-        held = {p.name for p in (data_dir / "blobs").glob("??/??/*")}
+        held = {a.hex() for a in stored_blobs(data_dir)}
         assert len(held) >= 4
         with Catalog(data_dir / "fstore.db") as catalog:
             assert {a.hex() for a in catalog.kept()} == held

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from netutil import replace_copy, stored_copy
 
 from fstore import Node, _native
 from fstore.net.trust import NetworkKey
@@ -80,9 +81,9 @@ class World:
         for cap_text in self.files:
             cap = Capability.parse(cap_text)
             for data_dir in self.data_dirs():
-                path = blob_path(data_dir, cap.manifest_address)
-                if path.is_file() and _native.hash(path.read_bytes()) == cap.manifest_address:
-                    manifest = Manifest.open(cap.file_key, path.read_bytes())
+                copy = stored_copy(data_dir, cap.manifest_address)
+                if copy is not None and _native.hash(copy) == cap.manifest_address:
+                    manifest = Manifest.open(cap.file_key, copy)
                     found[cap_text] = [cap.manifest_address, *(c.address for c in manifest.chunks)]
                     break
         return found
@@ -91,16 +92,11 @@ class World:
         return [n.data_dir for n in self.running]
 
 
-def blob_path(data_dir: Path, address: bytes) -> Path:
-    name = address.hex()
-    return data_dir / "blobs" / name[0:2] / name[2:4] / name
-
-
 def good_copies_running(world: World, address: bytes) -> int:
     count = 0
     for data_dir in world.data_dirs():
-        path = blob_path(data_dir, address)
-        count += path.is_file() and _native.hash(path.read_bytes()) == address
+        copy = stored_copy(data_dir, address)
+        count += copy is not None and _native.hash(copy) == address
     return count
 
 
@@ -137,11 +133,11 @@ async def apply(world: World, op: Op, rng: random.Random) -> None:
         node = world.running[a % len(world.running)]
         addresses = sorted(node.blobs.addresses())
         if addresses:
-            path = blob_path(node.data_dir, addresses[b % len(addresses)])
-            damaged = bytearray(path.read_bytes())
+            address = addresses[b % len(addresses)]
+            damaged = bytearray(stored_copy(node.data_dir, address) or b"")
             if damaged:
                 damaged[b % len(damaged)] ^= 0x01
-                path.write_bytes(bytes(damaged))
+                replace_copy(node.data_dir, address, bytes(damaged))
 
 
 def rounds(node: Node) -> float:

@@ -25,6 +25,7 @@ from netutil import (
     blake3_file,
     good_copies,
     read_manifest,
+    stored_blobs,
     wait_for_mesh,
     wait_until,
     wire_client,
@@ -40,12 +41,8 @@ GC = ["--gc-grace", "2", "--gc-interval", "0.5", "--repair-interval", "0.5"]
 
 
 def blobs_on(node: NodeProcess) -> dict[bytes, int]:
-    """Every blob file a node holds, with its size."""
-    return {
-        bytes.fromhex(p.name): p.stat().st_size
-        for p in (node.data_dir / "blobs").glob("??/??/*")
-        if len(p.name) == 64
-    }
+    """Every blob a node holds (files and rows), with its size."""
+    return stored_blobs(node.data_dir)
 
 
 def file_blobs(capability: str, nodes: list[NodeProcess]) -> list[bytes]:

@@ -32,6 +32,7 @@ from fstore.errors import (
 )
 from fstore.storage.blobs import BlobStore
 from fstore.storage.catalog import CATALOG_NAME, Catalog
+from fstore.storage.smallblobs import SmallBlobs
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -371,7 +372,7 @@ NODE_B = b"\xbb" * 32
 def test_catalog_file_is_wal_with_a_schema_version(catalog: Catalog, tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / CATALOG_NAME) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
 
 
 def test_catalog_refuses_a_newer_schema(tmp_path: Path) -> None:
@@ -548,20 +549,24 @@ def run_child_until_killed(mode: str, root: Path, want: int) -> list[str]:
 
 
 def test_blobs_survive_sigkill(tmp_path: Path) -> None:
-    """Three rounds of write-and-kill: every reported blob is there and intact, no
-    file under an address is partial, and the crash's temp files go on open."""
+    """Three rounds of write-and-kill: every reported blob is there and intact (as a
+    file or, if small, as a catalog row), no file under an address is partial, and
+    the crash's temp files go on open."""
     reported: list[bytes] = []
     for _ in range(3):
         reported += [bytes.fromhex(line) for line in run_child_until_killed("blobs", tmp_path, 12)]
         (tmp_path / "blobs" / "tmp" / "planted.tmp").write_bytes(b"partial")
 
-        store = BlobStore(tmp_path)
-
-        assert temp_files(tmp_path) == []
-        assert assert_every_blob_valid(tmp_path) >= len(reported)
-        for address in reported:
-            assert store.get(address) is not None, f"reported blob {address.hex()} is missing"
-        assert list((tmp_path / "blobs" / "corrupt").iterdir()) == []
+        with Catalog(tmp_path / CATALOG_NAME) as catalog:
+            store = BlobStore(tmp_path, small=SmallBlobs(catalog))
+            assert temp_files(tmp_path) == []
+            in_files = assert_every_blob_valid(tmp_path)
+            rows = catalog.query("SELECT address FROM small_blobs")
+            assert in_files + len(rows) >= len(reported)
+            assert 0 < len(rows) < len(reported)  # both kinds were written
+            for address in reported:
+                assert store.get(address) is not None, f"reported blob {address.hex()} is missing"
+            assert list((tmp_path / "blobs" / "corrupt").iterdir()) == []
 
 
 def test_records_survive_sigkill(tmp_path: Path) -> None:

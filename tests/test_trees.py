@@ -33,6 +33,7 @@ from netutil import (
     MiB,
     NodeProcess,
     http_server_in_thread,
+    stored_blobs,
     wait_for_mesh,
     wait_until,
     wire_client,
@@ -271,8 +272,7 @@ def test_a_second_put_sends_only_what_changed(cluster: Cluster, tmp_path: Path, 
 
 
 def _held(node: NodeProcess) -> Iterator[bytes]:
-    for path in (node.data_dir / "blobs").glob("??/??/*"):
-        yield bytes.fromhex(path.name)
+    yield from stored_blobs(node.data_dir)
 
 
 def test_replacing_a_tree_shows_readers_the_old_or_the_new(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import blake3
-from netutil import MiB, blob_path, write_random_file
+from netutil import MiB, stored_copy, write_random_file
 
 from fstore.formats import directory
 from fstore.formats.capability import Capability, DirCapability
@@ -114,9 +114,9 @@ def many_files(root: Path, rng: random.Random, dirs: int, per_dir: int, size: in
 
 def blob(data_dirs: Iterable[Path], address: bytes) -> bytes:
     for data_dir in data_dirs:
-        path = blob_path(data_dir, address)
-        if path.is_file():
-            return path.read_bytes()
+        copy = stored_copy(data_dir, address)
+        if copy is not None:
+            return copy
     raise FileNotFoundError(f"no node holds blob {address.hex()}")
 
 

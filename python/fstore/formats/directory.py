@@ -33,6 +33,7 @@ from typing_extensions import Buffer
 from fstore import _native
 from fstore.errors import FileMismatchError, IntegrityError, InvalidNameError, UnsafePathError
 from fstore.formats.names import check_name
+from fstore.formats.packing import pack
 
 VERSION = 1
 CONTEXT = b"fstore/dir/v1"
@@ -269,7 +270,7 @@ def open_inline(entry: TreeFile) -> bytes:
 
 
 def _pack(value: object) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    packed: bytes = pack(value)
     return packed
 
 

@@ -24,6 +24,7 @@ from typing_extensions import Buffer
 
 from fstore import _native
 from fstore.errors import IntegrityError
+from fstore.formats.packing import pack
 
 VERSION = 1
 INLINE_VERSION = 2
@@ -84,7 +85,7 @@ class Manifest:
             if file_key is None:
                 raise ValueError("packing a manifest with an inline body needs its file key")
             fields["inline"] = seal_inline(file_key, self.inline)
-        packed: bytes = msgpack.packb(fields, use_bin_type=True)
+        packed: bytes = pack(fields)
         return packed
 
     def seal(self, file_key: bytes) -> bytes:

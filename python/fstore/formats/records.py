@@ -23,6 +23,7 @@ import msgpack
 
 from fstore import _native
 from fstore.errors import IntegrityError, InvalidArgumentError
+from fstore.formats.packing import pack
 
 LOCATOR_KEY_CONTEXT = "fstore 2026-11-24 name locator key v1"
 RECORD_KEY_CONTEXT = "fstore 2026-11-24 name record key v1"
@@ -75,15 +76,14 @@ class NameKeys:
         """``value`` sealed for ``locator`` (its name's) at ``version``."""
         if locator != self.locator(value.name):
             raise InvalidArgumentError(f"that locator is not the locator of {value.name!r}")
-        plain = msgpack.packb(
+        plain = pack(
             {
                 "name": value.name,
                 "cap": value.capability,
                 "size": value.size,
                 "blake3": value.blake3,
                 "at": value.stored_at,
-            },
-            use_bin_type=True,
+            }
         )
         return _native.seal(self._record_key, record_context(locator, version), plain)
 

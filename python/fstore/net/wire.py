@@ -25,6 +25,7 @@ import msgpack
 from typing_extensions import Buffer
 
 from fstore.errors import InvalidArgumentError, ProtocolError
+from fstore.formats.packing import pack
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
@@ -127,7 +128,7 @@ def _pack_meta(meta: Mapping[str, Any]) -> bytes:
     if not isinstance(meta, Mapping):
         raise InvalidArgumentError(f"meta must be a mapping, not {type(meta).__name__}")
     try:
-        packed: bytes = msgpack.packb(dict(meta), use_bin_type=True)
+        packed: bytes = pack(dict(meta))
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidArgumentError(f"meta cannot be encoded as msgpack: {exc}") from exc
     return packed
@@ -170,26 +171,23 @@ def _parse_header(header: memoryview, max_frame: int) -> _Header:
 
 def _unpack_meta(data: Buffer) -> dict[str, Any]:
     """Exactly one msgpack map with str keys, without ext types; else ProtocolError."""
-    unpacker = msgpack.Unpacker(
-        raw=False,
-        strict_map_key=True,
-        max_buffer_size=MAX_META,
-        max_str_len=MAX_META,
-        max_bin_len=MAX_META,
-        max_array_len=MAX_META,
-        max_map_len=MAX_META // 2,
-        max_ext_len=0,
-    )
     try:
-        unpacker.feed(data)
-        meta = unpacker.unpack()
-        consumed: int = unpacker.tell()
+        meta = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=MAX_META,
+            max_bin_len=MAX_META,
+            max_array_len=MAX_META,
+            max_map_len=MAX_META // 2,
+            max_ext_len=0,
+        )
+    except msgpack.ExtraData:
+        raise ProtocolError("meta has bytes after its map") from None
     # Hostile input makes msgpack raise many types (ValueError and its subclasses,
-    # OutOfData, BufferFull, UnicodeDecodeError, ...): all of them mean "malformed".
+    # OutOfData, UnicodeDecodeError, ...): all of them mean "malformed".
     except Exception as exc:
         raise ProtocolError(f"meta is not valid msgpack: {exc!r}") from exc
-    if consumed != memoryview(data).nbytes:
-        raise ProtocolError("meta has bytes after its map")
     if not isinstance(meta, dict):
         raise ProtocolError(f"meta is a {type(meta).__name__}, not a map")
     if not all(isinstance(key, str) for key in meta):

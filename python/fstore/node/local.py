@@ -4,10 +4,12 @@ Blobs, their kept marks and leases, name records and chunk-index rows that arriv
 commit runs wait for the next one, which writes them all together: the blob
 files with one round of fsyncs (``BlobStore.put_many``, files synced in
 parallel) and the catalog rows in one SQLite transaction (one commit, one
-fsync), both at once. Every waiter is released only after both are durable,
-so an acknowledgement never runs ahead of the disk; a node under many
-concurrent small writes pays a few fsyncs per batch instead of several per
-write.
+fsync), both at once. Small blobs are catalog rows themselves
+(``fstore.storage.smallblobs``) and go in that same transaction, so a batch of
+small writes costs one fsync. Every waiter is released only after what it
+wrote is durable, so an acknowledgement never runs ahead of the disk; a node
+under many concurrent small writes pays a few fsyncs per batch instead of
+several per write.
 
 Collection (:meth:`LocalBlobs.collect`) keeps the same order: it never takes a
 blob a put is writing, and a put of a blob being collected waits for the
@@ -69,8 +71,9 @@ class _Batch:
 class _RowsDone:
     """What the catalog transaction of a batch did."""
 
-    kept: list[bool]
+    kept: list[bool]  # each record's
     newly_kept: list[bytes]
+    new_row_bytes: int  # of the small blobs added as rows
 
 
 class LocalBlobs:
@@ -207,6 +210,8 @@ class LocalBlobs:
                     freed_bytes += size
             self.catalog.unmark_kept_many(lapsed)
         self.catalog.forget_stray_leases(now)
+        if freed:
+            self.catalog.vacuum_freed()  # the pages of the small blobs among them
         return freed, freed_bytes
 
     async def discard(self, address: bytes) -> None:
@@ -286,21 +291,24 @@ class LocalBlobs:
             self._launch()
 
     async def _commit(self, batch: _Batch) -> None:
-        """Write the batch's blobs and rows at once; release each waiter with its outcome.
+        """Write the batch's blob files and rows at once; release each waiter with its outcome.
 
-        Records and chunk rows are released once the catalog commit is durable;
-        blobs once their files and their kept marks both are.
+        Records, chunk rows, leases and small blobs (rows too) are released once the
+        catalog commit is durable; blobs kept as files once their files and their
+        kept marks both are.
         """
-        blobs = list(batch.blobs.items())
+        rows_of = self.blobs.keeps_as_row
+        files = [(a, blob) for a, blob in batch.blobs.items() if not rows_of(len(blob))]
+        small = [(a, blob) for a, blob in batch.blobs.items() if rows_of(len(blob))]
         self.commits += 1
         writing = (
-            self._in_thread(functools.partial(self.blobs.put_many, blobs, verified=True))
-            if blobs
+            self._in_thread(functools.partial(self.blobs.put_many, files, verified=True))
+            if files
             else None
         )
         rows: _RowsDone | BaseException
         try:
-            rows = await self._in_thread(functools.partial(self._write_rows, batch))
+            rows = await self._in_thread(functools.partial(self._write_rows, batch, small))
         except Exception as e:
             rows = e
         row_error = rows if isinstance(rows, BaseException) else None
@@ -311,29 +319,36 @@ class LocalBlobs:
             _settle(chunk_future, None, row_error)
         for *_, lease_future in batch.leases:
             _settle(lease_future, None, row_error)
-        if writing is None:
-            return
-        blob_error: BaseException | None = None
-        try:
-            written = await writing
-            self.used_bytes += sum(
-                len(blob) for (_, blob), new in zip(blobs, written, strict=True) if new
-            )
-        except Exception as e:
-            blob_error = e
-            if isinstance(rows, _RowsDone) and rows.newly_kept:
-                await self._unmark(rows.newly_kept)
-        for _, future in batch.blob_waiters:
-            _settle(future, None, blob_error or row_error)
+        if isinstance(rows, _RowsDone):
+            self.used_bytes += rows.new_row_bytes
+        file_error: BaseException | None = None
+        if writing is not None:
+            try:
+                written = await writing
+                self.used_bytes += sum(
+                    len(blob) for (_, blob), new in zip(files, written, strict=True) if new
+                )
+            except Exception as e:
+                file_error = e
+                if isinstance(rows, _RowsDone):
+                    in_files = {address for address, _ in files}
+                    if failed := [a for a in rows.newly_kept if a in in_files]:
+                        await self._unmark(failed)
+        for address, future in batch.blob_waiters:
+            as_row = rows_of(len(batch.blobs[address]))
+            _settle(future, None, row_error if as_row else file_error or row_error)
 
     def _in_thread(self, work: Callable[[], T]) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._executor, work)
 
-    def _write_rows(self, batch: _Batch) -> _RowsDone:
-        """Kept marks, leases, records and chunk rows of a batch in one transaction (a
-        worker thread)."""
+    def _write_rows(
+        self, batch: _Batch, small: list[tuple[bytes, bytes | memoryview]]
+    ) -> _RowsDone:
+        """Small blobs, kept marks, leases, records and chunk rows of a batch in one
+        transaction (a worker thread)."""
         now = self.clock()
         with self.catalog.transaction():
+            added = self.blobs.put_rows([(a, memoryview(blob)) for a, blob in small])
             newly_kept = [address for address in batch.blobs if self.catalog.mark_kept(address)]
             for address, tag in batch.uploads:
                 self.catalog.lease_upload(address, tag, now + self.grace)
@@ -346,7 +361,8 @@ class LocalBlobs:
             kept = [self.catalog.put_record(loc, rec, ver) for loc, rec, ver, _ in batch.records]
             for chunk_id, address, _ in batch.chunks:
                 self.catalog.add_chunk(chunk_id, address)
-        return _RowsDone(kept, newly_kept)
+        new_row_bytes = sum(len(blob) for (_, blob), new in zip(small, added, strict=True) if new)
+        return _RowsDone(kept, newly_kept, new_row_bytes)
 
     async def _unmark(self, addresses: list[bytes]) -> None:
         """Take back the kept marks of blobs whose write failed (marked alongside)."""

@@ -54,6 +54,7 @@ from fstore.node.writer import Source, StoreResult, Writer
 from fstore.storage.blobs import BlobStore
 from fstore.storage.catalog import Catalog
 from fstore.storage.lock import DataDirLock
+from fstore.storage.smallblobs import SmallBlobs
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,8 @@ class Node:
             secret = load_namespace_secret(
                 self.data_dir, Path(namespace_file) if namespace_file else None
             )
-            self.blobs = BlobStore(self.data_dir, durable=durable)
             self.catalog = Catalog(self.data_dir / "fstore.db")
+            self.blobs = BlobStore(self.data_dir, durable=durable, small=SmallBlobs(self.catalog))
             self._ping_interval = ping_interval
             # Per-link timeouts and rate: the defaults, or FSTORE_* environment overrides.
             self._limits = limits if limits is not None else LinkLimits.from_env()

@@ -11,8 +11,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
-
 from fstore.errors import (
     AddressMismatchError,
     DiskFullError,
@@ -21,6 +19,7 @@ from fstore.errors import (
     StorageFullError,
 )
 from fstore.formats.leases import ANONYMOUS_TAG, tag_of
+from fstore.formats.packing import pack
 from fstore.formats.records import Version
 from fstore.net import placement
 from fstore.net.link import PeerLink, Reply
@@ -179,7 +178,7 @@ class Service:
                 break
             page.append([loc, rec, list(ver)])
             size += len(rec) + 128
-        return Reply({"more": more}, msgpack.packb(page, use_bin_type=True))
+        return Reply({"more": more}, pack(page))
 
     async def sync_digest(self, link: PeerLink, meta: dict[str, Any], body: memoryview) -> Reply:
         kind = _kind(meta)

@@ -38,6 +38,10 @@ HOLDERS_FACTOR = 2
 LEASE_BATCH = 512
 # Blobs per get_leases: each may carry a lease per namespace that uses it.
 LEASES_ASKED_MAX = 64
+# How long the stores that follow one wait to be held with it. One client storing
+# small files one after another then costs each holder one commit per this many
+# seconds for its holds, not one per file; the upload leases keep the blobs meanwhile.
+HOLD_GATHER = 0.25
 
 
 def _leases_in(answer: object, longest: float) -> list[tuple[bytes, int, int, float]]:
@@ -103,6 +107,7 @@ class Space:
         self._stamps = HybridClock()
         self._pending: list[tuple[str, str, list[bytes]]] = []  # stores not yet noted
         self._flushing: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # set by flushed(): hold what is pending now
         # The blobs of a directory tree (Trees.blobs), set once the node has its trees.
         self.tree_blobs: Callable[[Ref], AsyncIterator[bytes]] | None = None
         self._wake = asyncio.Event()
@@ -131,8 +136,9 @@ class Space:
     async def stored(self, name: str, capability: str, blobs: list[bytes]) -> None:
         """A store named ``capability``: note the reference and hold its blobs, soon.
 
-        Stores are noted and held in batches, after the store returns: one catalog
-        commit and one hold request per member for many small files, not one each.
+        Stores are noted and held in batches, after the store returns: the stores
+        of the next HOLD_GATHER seconds join the first, so many small files cost
+        one catalog commit and one hold request per member, not one each.
         Until the hold arrives the blobs' upload leases keep them (the grace), and
         if this node stops first, the next reference pass of any node of the
         namespace holds them. A hold that fails is not an error, for the same reason.
@@ -144,19 +150,24 @@ class Space:
     async def flushed(self) -> None:
         """Return once every store noted so far has been noted and held (or failed to)."""
         while self._flushing is not None and not self._flushing.done():
+            self._hurry.set()
             await asyncio.shield(self._flushing)
 
     async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                replaced = await asyncio.to_thread(self._note, batch)
-                await self.hold(address for _, _, blobs in batch for address in blobs)
-            except FstoreError as e:
-                log.warning("could not note or hold %d stores: %s", len(batch), e)
-                continue
-            if replaced:
-                self.trigger()
+        try:
+            while self._pending:
+                await woken_or_after(self._hurry, HOLD_GATHER)
+                batch, self._pending = self._pending, []
+                try:
+                    replaced = await asyncio.to_thread(self._note, batch)
+                    await self.hold(address for _, _, blobs in batch for address in blobs)
+                except FstoreError as e:
+                    log.warning("could not note or hold %d stores: %s", len(batch), e)
+                    continue
+                if replaced:
+                    self.trigger()
+        finally:
+            self._hurry.clear()
 
     def _note(self, batch: list[tuple[str, str, list[bytes]]]) -> bool:
         """Add the stores' references in one commit; True if one replaced a name's file."""

@@ -8,7 +8,12 @@ A node's data directory holds (DESIGN.md section 3)::
                             and is removed when the store is opened
     blobs/corrupt/          blobs that failed their hash check on read, kept for inspection
     fstore.db               the catalog: name records, chunk index, blobs kept, leases,
-                            references, peers
+                            references, peers, and the small blobs (below)
+
+A store opened with a :class:`SmallBlobs` keeps each blob of at most
+SMALL_BLOB_MAX bytes as a row of the catalog instead of a file (a node's store
+always does; ``fstore.storage.smallblobs`` says why). A small blob already held
+as a file, by an earlier version, stays one. Reads look for the row first.
 
 Durability rule: when :meth:`BlobStore.put` or :meth:`BlobStore.put_many` returns,
 the blob survives a crash of the process *and* of the machine (unless the store was
@@ -38,6 +43,7 @@ from typing_extensions import Buffer
 from fstore import _native
 from fstore.errors import AddressMismatchError
 from fstore.storage.common import check_id, os_error
+from fstore.storage.smallblobs import SMALL_BLOB_MAX, SmallBlobs
 
 __all__ = ["BlobStore", "fsync_dir"]
 
@@ -129,9 +135,12 @@ class BlobStore:
     may then be lost (never corrupted) if the machine crashes.
     """
 
-    def __init__(self, root: Path | str, *, durable: bool = True) -> None:
+    def __init__(
+        self, root: Path | str, *, durable: bool = True, small: SmallBlobs | None = None
+    ) -> None:
         self.root = Path(root)
         self.durable = durable
+        self.small = small
         self._blobs = str(self.root / "blobs")
         self._tmp = os.path.join(self._blobs, "tmp")
         self._corrupt = os.path.join(self._blobs, "corrupt")
@@ -196,6 +205,10 @@ class BlobStore:
                 self._claims -= addresses
                 self._claims_changed.notify_all()
 
+    def keeps_as_row(self, size: int) -> bool:
+        """Whether a blob of ``size`` bytes is kept as a catalog row rather than a file."""
+        return self.small is not None and size <= SMALL_BLOB_MAX
+
     # --- writing ---
 
     def put(self, address: Buffer, data: Buffer, *, verified: bool = False) -> bool:
@@ -227,11 +240,36 @@ class BlobStore:
                 raise AddressMismatchError(
                     f"blob of {view.nbytes} bytes does not hash to its address {address.hex()}"
                 )
-        with self._claimed({address for address, _ in batch}):
+        as_rows = [self.keeps_as_row(view.nbytes) for _, view in batch]
+        rows = iter(self.put_rows([item for item, row in zip(batch, as_rows, strict=True) if row]))
+        files = [item for item, row in zip(batch, as_rows, strict=True) if not row]
+        with self._claimed({address for address, _ in files}):
             try:
-                return self._store_claimed(batch)
+                in_files = iter(self._store_claimed(files))
             except OSError as exc:
-                raise os_error(exc, f"writing {len(batch)} blob(s) in {self._blobs}") from exc
+                raise os_error(exc, f"writing {len(files)} blob(s) in {self._blobs}") from exc
+        return [next(rows) if row else next(in_files) for row in as_rows]
+
+    def put_rows(self, items: list[tuple[bytes, memoryview]]) -> list[bool]:
+        """Keep small blobs (already checked) as catalog rows, in one commit or in the
+        transaction the calling thread has open; True for each row added.
+
+        A blob already held as a file (by an earlier version) is not added again.
+        """
+        if not items:
+            return []
+        if self.small is None:
+            raise ValueError("this blob store keeps no blobs as rows")
+        in_place = [self._file_in_place(address, view.nbytes) for address, view in items]
+        missing = [item for item, held in zip(items, in_place, strict=True) if not held]
+        added = iter(self.small.insert(missing))
+        return [False if held else next(added) for held in in_place]
+
+    def _file_in_place(self, address: bytes, size: int) -> bool:
+        try:
+            return os.stat(self._locate(address)[1]).st_size == size
+        except FileNotFoundError:
+            return False
 
     def _store_claimed(self, batch: list[tuple[bytes, memoryview]]) -> list[bool]:
         to_sync: set[str] = set()
@@ -389,6 +427,14 @@ class BlobStore:
         :class:`AddressMismatchError`, the copy is quarantined and the error raised.
         """
         address = check_id(address)
+        if self.small is not None and (row := self.small.get(address)) is not None:
+            try:
+                return accept(row)
+            except AddressMismatchError:
+                self._quarantine_row(address, row)
+                raise AddressMismatchError(
+                    f"the stored copy of blob {address.hex()} is corrupt"
+                ) from None
         _, path = self._locate(address)
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -423,6 +469,20 @@ class BlobStore:
             if (stat.st_dev, stat.st_ino) == identity:
                 self._quarantine(path, address, "does not match its address")
 
+    def _quarantine_row(self, address: bytes, data: bytes) -> None:
+        """Move a damaged row to ``blobs/corrupt/``, unless a good copy replaced it."""
+        assert self.small is not None
+        if not self.small.delete_if(address, data):
+            return
+        target = os.path.join(self._corrupt, f"{address.hex()}.{time.time_ns()}")
+        try:
+            with open(target, "xb") as kept:
+                kept.write(data)
+        except OSError as exc:
+            log.warning("blob %s does not match its address: deleted (%s)", address.hex(), exc)
+            return
+        log.warning("blob %s does not match its address: moved to %s", address.hex(), target)
+
     def _quarantine(self, path: str, address: bytes, why: str) -> None:
         """Move a damaged blob out of the way; the caller holds its claim."""
         target = os.path.join(self._corrupt, f"{address.hex()}.{time.time_ns()}")
@@ -440,12 +500,18 @@ class BlobStore:
         Only a returned :meth:`put` promises durability; a blob another thread is
         writing may already be visible here before it is.
         """
-        return os.path.isfile(self._locate(check_id(address))[1])
+        address = check_id(address)
+        if self.small is not None and self.small.size(address) is not None:
+            return True
+        return os.path.isfile(self._locate(address)[1])
 
     def size(self, address: Buffer) -> int | None:
         """The blob's size in bytes, or None if it is not stored."""
+        address = check_id(address)
+        if self.small is not None and (size := self.small.size(address)) is not None:
+            return size
         try:
-            return os.stat(self._locate(check_id(address))[1]).st_size
+            return os.stat(self._locate(address)[1]).st_size
         except FileNotFoundError:
             return None
 
@@ -456,11 +522,12 @@ class BlobStore:
         is still valid, which the next sweep removes again.
         """
         address = check_id(address)
+        deleted = self.small is not None and self.small.delete(address)
         with self._claimed({address}):
             try:
                 os.unlink(self._locate(address)[1])
             except FileNotFoundError:
-                return False
+                return deleted
             except OSError as exc:
                 raise os_error(exc, f"deleting blob {address.hex()}") from exc
         return True
@@ -481,17 +548,23 @@ class BlobStore:
                             yield entry
 
     def addresses(self) -> Iterator[bytes]:
-        """Every stored blob's address, in no particular order."""
+        """Every stored blob's address once, in no particular order."""
         for entry in self._entries():
             yield bytes.fromhex(entry.name)
+        if self.small is not None:
+            for address in self.small.addresses():
+                if not os.path.isfile(self._locate(address)[1]):  # else listed above
+                    yield address
 
     def count(self) -> int:
         """How many blobs are stored."""
-        return sum(1 for _ in self._entries())
+        rows = self.small.totals()[0] if self.small is not None else 0
+        return rows + sum(1 for _ in self._entries())
 
     def total_bytes(self) -> int:
         """The sum of the stored blobs' sizes."""
-        return sum(entry.stat(follow_symlinks=False).st_size for entry in self._entries())
+        rows = self.small.totals()[1] if self.small is not None else 0
+        return rows + sum(entry.stat(follow_symlinks=False).st_size for entry in self._entries())
 
 
 def _hex_subdirs(path: str) -> list[os.DirEntry[str]]:

@@ -1,5 +1,6 @@
 """The node's SQLite catalog (``fstore.db``, WAL): name records, chunk index, blobs kept,
-their leases, the namespace's references, peers.
+their leases, the namespace's references, peers, and the small blobs themselves
+(``fstore.storage.smallblobs``).
 
 Catalog writes are durable when the method returns (``synchronous=FULL``).
 """
@@ -32,7 +33,7 @@ CATALOG_NAME = "fstore.db"
 
 _MAX_CLOCK = (1 << 63) - 1  # SQLite INTEGER is a signed 64-bit number
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 # Lease states (docs/FORMAT.md, section 13).
 UPLOAD, HELD, RELEASED = 0, 1, 2
@@ -53,6 +54,14 @@ CREATE TABLE refs (
     blobs BLOB NOT NULL,
     PRIMARY KEY (name, capability)
 ) WITHOUT ROWID;
+"""
+
+# Blobs of at most smallblobs.SMALL_BLOB_MAX bytes (docs/FORMAT.md, section 1).
+_SCHEMA_V3 = """
+CREATE TABLE small_blobs (
+    address BLOB PRIMARY KEY,
+    data BLOB NOT NULL
+);
 """
 
 _SCHEMA = """
@@ -177,6 +186,11 @@ class Catalog:
 
     def _configure(self) -> None:
         with self._guard("configuring the catalog"):
+            # Space freed by collected small blobs goes back to the file system
+            # (vacuum_freed); settable only before the first table exists, so a
+            # catalog created by an earlier version reuses its free pages instead.
+            if self._db.execute("PRAGMA page_count").fetchone()[0] == 0:
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise StorageError(f"the catalog {self.path} cannot use WAL mode (got {mode!r})")
@@ -192,15 +206,16 @@ class Catalog:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == _SCHEMA_VERSION:
                 return
-            if version == 1:
-                self._upgrade_from_v1()
-                return
-            if version != 0:
+            if version not in (0, 1, 2):
                 raise StorageError(
                     f"the catalog {self.path} has schema version {version}; this fstore "
                     f"knows version {_SCHEMA_VERSION}"
                 )
-            self._run_script(_SCHEMA + _SCHEMA_V2)
+            if version == 0:
+                self._run_script(_SCHEMA + _SCHEMA_V2)
+            if version == 1:
+                self._upgrade_from_v1()
+            self._run_script(_SCHEMA_V3)
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     def _run_script(self, script: str) -> None:
@@ -217,7 +232,6 @@ class Catalog:
             "INSERT INTO leases SELECT address, ?, 0, 1, ? FROM kept",
             (ANONYMOUS_TAG, time.time() + UPGRADE_LEASE),
         )
-        self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     @contextmanager
     def _guard(self, doing: str) -> Iterator[None]:
@@ -460,6 +474,25 @@ class Catalog:
         """Drop a peer; True if it was known."""
         sql = "DELETE FROM peers WHERE node_id = ?"
         return self._write(sql, (check_id(node_id, "node id"),)) == 1
+
+    # --- statements of the modules that keep tables here (storage/smallblobs.py) ---
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> int:
+        """One write statement, committed (or joining this thread's transaction);
+        the number of rows it changed."""
+        return self._write(sql, params)
+
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """The rows of one read statement (see :meth:`_read`)."""
+        return self._read(sql, params)
+
+    def vacuum_freed(self) -> None:
+        """Give the pages freed by deletes back to the file system (a catalog created
+        with incremental auto-vacuum; others keep them for later inserts)."""
+        with self._guard(f"vacuuming the catalog {self.path}"):
+            if self._depth == 0:
+                # executescript steps the pragma to its end; execute frees one page.
+                self._db.executescript("PRAGMA incremental_vacuum;")
 
     # --- lifetime ---
 
