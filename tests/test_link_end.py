@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from netutil import MemberLink, credentials
 
 from fstore import Node
+from fstore.net import wire
+from fstore.net.trust import NetworkKey
 
 DEADLINE = 10.0
 
@@ -35,6 +38,46 @@ def test_a_link_closed_twice_before_hello_still_ends(tmp_path: Path) -> None:
                 assert link.describe().startswith("peer ?@127.0.0.1:")
             finally:
                 member.sock.close()
+        finally:
+            async with asyncio.timeout(DEADLINE):
+                await node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_busy_answer_to_a_keepalive_ping_keeps_the_link(tmp_path: Path) -> None:
+    """A peer at its request rate answers a node's keepalive pings "busy". That answer
+    shows the peer alive: the node must keep the link. It dropped it at the first one,
+    failing every request then in flight on it (seen as "connection to peer lost"
+    during a burst of small files)."""
+    busy_pings = 5
+
+    def member_answering_busy(address: str, network: NetworkKey) -> bool:
+        """Answer every request "busy"; then whether the node still answers a ping."""
+        member = MemberLink(address, credentials(network))
+        try:
+            member.sock.sendall(member.hello())
+            deadline = time.monotonic() + DEADLINE
+            pinged = 0
+            while pinged < busy_pings:
+                event = member.next_event(deadline)
+                if isinstance(event, wire.RequestReceived):
+                    pinged += event.op == "ping"
+                    frames = member.conn.respond_error(event.stream, "busy", "request rate limit")
+                    member.sock.sendall(b"".join(bytes(f) for f in frames))
+            try:
+                return member.request("ping", {}).ok
+            except (ConnectionError, OSError):
+                return False
+        finally:
+            member.close()
+
+    async def scenario() -> None:
+        node = Node(tmp_path / "n", listen="127.0.0.1:0", ping_interval=0.05)
+        await node.start()
+        try:
+            alive = await asyncio.to_thread(member_answering_busy, node.address, node.network)
+            assert alive, "the node dropped a link whose peer answered its pings"
         finally:
             async with asyncio.timeout(DEADLINE):
                 await node.stop()

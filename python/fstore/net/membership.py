@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-from fstore.errors import FstoreError, PeerRejectedError, PeerUnavailableError
+from fstore.errors import FstoreError, PeerRejectedError, PeerUnavailableError, RemoteError
 from fstore.net.link import (
     DEFAULT_LIMITS,
     LinkLimits,
@@ -320,6 +320,8 @@ class Membership:
     async def _ping(self, link: PeerLink) -> None:
         try:
             await link.request("ping", timeout=PING_TIMEOUT)
+        except RemoteError:
+            return  # an answer, if only "busy" (a peer at its request rate), is alive
         except FstoreError as e:
             if link.is_closed():  # closed meanwhile (idle, or by the peer): nothing to drop
                 return
