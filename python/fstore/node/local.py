@@ -176,9 +176,10 @@ class LocalBlobs:
     async def collect(self, addresses: list[bytes]) -> tuple[int, int]:
         """Delete the blobs among ``addresses`` that have no live lease; (blobs, bytes) freed.
 
-        Blobs are taken in batches, each in three steps: one commit drops their
-        lapsed leases, then their files go, then one commit drops their kept marks;
-        a kill between them leaves blobs with no lease, which the next pass takes.
+        Blobs are taken in batches, each in two commits: one drops their lapsed
+        leases, then one drops their kept marks and the rows of the small ones,
+        their files going while it is open; a kill between them leaves blobs with
+        no lease, which the next pass takes.
         Blobs a put is writing are skipped; puts of the blobs being collected wait
         until this returns.
         """
@@ -203,12 +204,14 @@ class LocalBlobs:
             lapsed = self.catalog.forget_expired_leases(
                 addresses[start : start + COLLECT_BATCH], now
             )  # the others were held or put again since they were chosen
-            for address in lapsed:
-                size = self.blobs.size(address)
-                if self.blobs.delete(address) and size is not None:
-                    freed += 1
-                    freed_bytes += size
-            self.catalog.unmark_kept_many(lapsed)
+            # One commit takes the rows of small blobs and every kept mark.
+            with self.catalog.transaction():
+                for address in lapsed:
+                    size = self.blobs.size(address)
+                    if self.blobs.delete(address) and size is not None:
+                        freed += 1
+                        freed_bytes += size
+                self.catalog.unmark_kept_many(lapsed)
         self.catalog.forget_stray_leases(now)
         if freed:
             self.catalog.vacuum_freed()  # the pages of the small blobs among them
