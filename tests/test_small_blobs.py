@@ -102,6 +102,21 @@ def test_delete_takes_the_row(store: BlobStore, catalog: Catalog) -> None:
     assert not store.has(address) and store.get(address) is None and rows(catalog) == set()
 
 
+def test_the_totals_follow_every_insert_delete_and_change(
+    store: BlobStore, catalog: Catalog
+) -> None:
+    blobs = [blob(n * 100) for n in range(1, 31)]
+    store.put_many(blobs[:20])
+    store.put_many(blobs[10:])  # ten already held
+    for address, _ in blobs[:5]:
+        store.delete(address)
+    damaged = blobs[5][0]
+    catalog.execute("UPDATE small_blobs SET data = ? WHERE address = ?", (b"x" * 7, damaged))
+    counted = catalog.query("SELECT count(*), sum(length(data)) FROM small_blobs")
+    assert counted == [(25, sum(len(d) for _, d in blobs[6:]) + 7)]
+    assert (store.count(), store.total_bytes()) == counted[0]
+
+
 def test_a_small_blob_held_as_a_file_by_an_earlier_version_stays_one(
     tmp_path: Path, catalog: Catalog
 ) -> None:
@@ -120,7 +135,8 @@ def test_a_version_2_catalog_gains_the_table_and_keeps_its_rows(tmp_path: Path) 
     with Catalog(path) as catalog:
         catalog.mark_kept(b"k" * 32)
     with sqlite3.connect(path) as db:  # as version 2 left it
-        db.execute("DROP TABLE small_blobs")
+        db.execute("DROP TABLE small_blobs")  # and its triggers
+        db.execute("DROP TABLE small_blob_totals")
         db.execute("PRAGMA user_version=2")
     db.close()
     with Catalog(path) as catalog:

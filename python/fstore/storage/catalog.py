@@ -56,13 +56,34 @@ CREATE TABLE refs (
 ) WITHOUT ROWID;
 """
 
-# Blobs of at most smallblobs.SMALL_BLOB_MAX bytes (docs/FORMAT.md, section 1).
+# Blobs of at most smallblobs.SMALL_BLOB_MAX bytes (docs/FORMAT.md, section 9), and
+# their count and bytes, kept by triggers: a node's status must not read every row.
 _SCHEMA_V3 = """
 CREATE TABLE small_blobs (
     address BLOB PRIMARY KEY,
     data BLOB NOT NULL
 );
+CREATE TABLE small_blob_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT INTO small_blob_totals VALUES (0, 0, 0);
 """
+_TRIGGERS_V3 = (
+    """CREATE TRIGGER small_blob_added AFTER INSERT ON small_blobs BEGIN
+        UPDATE small_blob_totals
+            SET count = count + 1, bytes = bytes + length(NEW.data) WHERE id = 0;
+    END""",
+    """CREATE TRIGGER small_blob_removed AFTER DELETE ON small_blobs BEGIN
+        UPDATE small_blob_totals
+            SET count = count - 1, bytes = bytes - length(OLD.data) WHERE id = 0;
+    END""",
+    """CREATE TRIGGER small_blob_changed AFTER UPDATE OF data ON small_blobs BEGIN
+        UPDATE small_blob_totals
+            SET bytes = bytes - length(OLD.data) + length(NEW.data) WHERE id = 0;
+    END""",
+)
 
 _SCHEMA = """
 CREATE TABLE records (
@@ -216,6 +237,8 @@ class Catalog:
             if version == 1:
                 self._upgrade_from_v1()
             self._run_script(_SCHEMA_V3)
+            for trigger in _TRIGGERS_V3:  # one statement each: they hold semicolons
+                self._db.execute(trigger)
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     def _run_script(self, script: str) -> None:
