@@ -20,7 +20,9 @@ def test_groups_are_the_same_on_every_node_whatever_the_order() -> None:
         assert key == group_key(group.members)
         for address in group.offers:
             assert address[0] == partition
-            assert list(group.members) == placement.closest(address, members, 3)
+            # The same responsible members; their order within a group is the first
+            # address's (two members sharing a first byte rank differently for others).
+            assert set(group.members) == set(placement.closest(address, members, 3))
 
 
 def test_one_missing_address_changes_its_groups_digest_only() -> None:
