@@ -563,7 +563,7 @@ def test_blobs_survive_sigkill(tmp_path: Path) -> None:
             in_files = assert_every_blob_valid(tmp_path)
             rows = catalog.query("SELECT address FROM small_blobs")
             assert in_files + len(rows) >= len(reported)
-            assert 0 < len(rows) < len(reported)  # both kinds were written
+            assert rows and in_files  # both kinds were written
             for address in reported:
                 assert store.get(address) is not None, f"reported blob {address.hex()} is missing"
             assert list((tmp_path / "blobs" / "corrupt").iterdir()) == []
