@@ -125,7 +125,8 @@ def _byte_view(data: Buffer) -> memoryview:
 
 
 class BlobStore:
-    """Content-addressed blob files under ``root/blobs``; thread-safe.
+    """Content-addressed blob files under ``root/blobs`` (and small blobs as catalog rows,
+    given a :class:`SmallBlobs`); thread-safe.
 
     Every method may be called from any thread (the node calls them through
     ``asyncio.to_thread``). Exactly one ``BlobStore`` may use a directory at a
@@ -495,7 +496,7 @@ class BlobStore:
         log.warning("blob %s %s: moved to %s", address.hex(), why, target)
 
     def has(self, address: Buffer) -> bool:
-        """Whether a blob file is in place (complete, but unchecked).
+        """Whether a blob is held, as a row or a file in place (complete, but unchecked).
 
         Only a returned :meth:`put` promises durability; a blob another thread is
         writing may already be visible here before it is.
