@@ -340,9 +340,7 @@ class Node:
     async def stats(self) -> NodeStats:
         """Blobs held (counted on disk, in a worker thread) and peers linked."""
         peers = len(self.members.live()) if self._peers.started else 0
-        blobs, blob_bytes = await asyncio.to_thread(
-            lambda: (self.blobs.count(), self.blobs.total_bytes())
-        )
+        blobs, blob_bytes = await asyncio.to_thread(self.blobs.totals)
         space = await self.space.stats()
         return NodeStats(
             blobs,

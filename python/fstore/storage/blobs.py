@@ -559,13 +559,19 @@ class BlobStore:
 
     def count(self) -> int:
         """How many blobs are stored."""
-        rows = self.small.totals()[0] if self.small is not None else 0
-        return rows + sum(1 for _ in self._entries())
+        return self.totals()[0]
 
     def total_bytes(self) -> int:
         """The sum of the stored blobs' sizes."""
-        rows = self.small.totals()[1] if self.small is not None else 0
-        return rows + sum(entry.stat(follow_symlinks=False).st_size for entry in self._entries())
+        return self.totals()[1]
+
+    def totals(self) -> tuple[int, int]:
+        """(how many blobs are stored, the sum of their sizes), in one walk of the files."""
+        count, size = self.small.totals() if self.small is not None else (0, 0)
+        for entry in self._entries():
+            count += 1
+            size += entry.stat(follow_symlinks=False).st_size
+        return count, size
 
 
 def _hex_subdirs(path: str) -> list[os.DirEntry[str]]:
