@@ -217,20 +217,6 @@ def replace_copy(data_dir: Path, address: bytes, data: bytes) -> None:
         path.write_bytes(data)
 
 
-def remove_copy(data_dir: Path, address: bytes) -> bool:
-    """Delete a node's copy of a blob (row or file), as a disk fault would; True if any."""
-    db = _catalog(data_dir)
-    try:
-        removed = db.execute("DELETE FROM small_blobs WHERE address = ?", (address,)).rowcount
-    finally:
-        db.close()
-    path = blob_path(data_dir, address)
-    if path.is_file():
-        path.unlink()
-        return True
-    return removed > 0
-
-
 def stored_blobs(data_dir: Path) -> dict[bytes, int]:
     """Every blob a node holds (rows and files): address → size."""
     sizes = {

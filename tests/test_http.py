@@ -36,6 +36,7 @@ from netutil import (
     Cluster,
     MiB,
     blake3_file,
+    blob_path,
     fstore_node_command,
     stored_blobs,
     wait_until,
@@ -142,15 +143,6 @@ def digest_of(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-def blob_files(data_dir: Path) -> list[Path]:
-    return [p for p in (data_dir / "blobs").glob("??/??/*") if p.is_file()]
-
-
-def blob_sizes(data_dir: Path) -> dict[bytes, int]:
-    """Every blob the node holds, as a file or (a small one) as a catalog row."""
-    return stored_blobs(data_dir)
-
-
 def samples_of(text: str) -> Samples:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
@@ -238,7 +230,7 @@ def test_put_get_head_list_caps_delete(tmp_path: Path, rng: random.Random) -> No
                 assert isinstance(peer["outbound"], bool)
             async with http.get(a.url("/v1/status")) as response:
                 status = await response.json()
-            blobs = blob_sizes(a.node.data_dir)
+            blobs = stored_blobs(a.node.data_dir)
             assert status == {
                 "node_id": a.node.node_id.hex(),
                 "address": a.node.address,
@@ -404,7 +396,7 @@ def test_small_files_are_one_blob_and_serve_ranges(tmp_path: Path, rng: random.R
                 assert (await response.json())["copies"] == 2
             _, manifest = await a.node.manifest("small")
             assert manifest.inline == small and manifest.chunks == ()
-            assert [len(blob_sizes(n.node.data_dir)) for n in (a, b)] == [1, 1]
+            assert [len(stored_blobs(n.node.data_dir)) for n in (a, b)] == [1, 1]
             for served in (a, b):
                 async with http.get(served.file_url("small")) as response:
                     assert response.status == 200 and await response.read() == small
@@ -422,7 +414,7 @@ def test_small_files_are_one_blob_and_serve_ranges(tmp_path: Path, rng: random.R
                 assert response.status == 201
             _, larger = await a.node.manifest("larger")
             assert larger.inline is None and len(larger.chunks) == 1
-            assert [len(blob_sizes(n.node.data_dir)) for n in (a, b)] == [3, 3]
+            assert [len(stored_blobs(n.node.data_dir)) for n in (a, b)] == [3, 3]
             async with http.get(b.file_url("larger")) as response:
                 assert await response.read() == small + b"!"
 
@@ -526,7 +518,7 @@ def test_names_with_control_characters_or_a_capability_prefix_are_invalid(
                 )  # fs1: is a capability, anything else like it no name
             async with http.get(a.url("/v1/files")) as response:
                 assert await response.json() == {"files": []}
-            assert blob_sizes(a.node.data_dir) == {}
+            assert stored_blobs(a.node.data_dir) == {}
 
     run(scenario())
 
@@ -719,7 +711,7 @@ def test_an_upload_that_stops_sending_is_408_and_stores_nothing(
                 async with http.get(a.file_url(name)) as response:
                     await assert_error(response, 404, "not_found")
             assert await a.node.list() == []
-            assert blob_sizes(a.node.data_dir) == {}
+            assert stored_blobs(a.node.data_dir) == {}
             assert sample(await scrape(http, a), "fstore_stored_bytes_total") == 0
             assert not [r for r in request_log(caplog) if r.levelno >= logging.ERROR]
 
@@ -831,7 +823,8 @@ def test_every_copy_corrupt_is_422(tmp_path: Path, rng: random.Random) -> None:
             _, manifest = await a.node.manifest("f")
             first, second = manifest.chunks[0], manifest.chunks[1]
             for node in (a.node, b.node):
-                (path,) = [p for p in blob_files(node.data_dir) if p.name == first.address.hex()]
+                path = blob_path(node.data_dir, first.address)
+                assert path.is_file()
                 flip_byte(path)
 
             async with http.get(a.file_url("f")) as response:
@@ -932,13 +925,13 @@ def test_metrics_count_known_traffic(tmp_path: Path, rng: random.Random) -> None
                 assert response.status == 404
             mine, theirs = await scrape(http, a), await scrape(http, b)
 
-            held = sum(blob_sizes(b.node.data_dir).values())
+            held = sum(stored_blobs(b.node.data_dir).values())
             assert sample(mine, "fstore_stored_bytes_total") == len(one) + len(two)
             assert sample(mine, "fstore_served_bytes_total") == len(one) + 1000
             assert sample(mine, "fstore_blob_bytes_sent_total") == held
             assert sample(theirs, "fstore_blob_bytes_received_total") == held
             assert sample(theirs, "fstore_blob_bytes") == held
-            assert sample(mine, "fstore_blobs") == len(blob_sizes(a.node.data_dir))
+            assert sample(mine, "fstore_blobs") == len(stored_blobs(a.node.data_dir))
             assert sample(mine, "fstore_peers_connected") == 1
             assert sample(mine, "fstore_replication_failures_total") == 0
             assert sample(theirs, "fstore_stored_bytes_total") == 0

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netutil import blob_path
 
 from fstore import _native
 from fstore.errors import AddressMismatchError, StorageError
@@ -22,11 +23,6 @@ from fstore.storage.smallblobs import SMALL_BLOB_MAX, SmallBlobs
 def blob(size: int) -> tuple[bytes, bytes]:
     data = os.urandom(size)
     return _native.hash(data), data
-
-
-def blob_file(root: Path, address: bytes) -> Path:
-    name = address.hex()
-    return root / "blobs" / name[:2] / name[2:4] / name
 
 
 def rows(catalog: Catalog) -> set[bytes]:
@@ -51,8 +47,8 @@ def test_a_small_blob_is_a_row_and_a_larger_one_a_file(
     small, at_limit, large = blob(4096), blob(SMALL_BLOB_MAX), blob(SMALL_BLOB_MAX + 1)
     assert store.put_many([small, at_limit, large, small]) == [True, True, True, False]
     assert rows(catalog) == {small[0], at_limit[0]}
-    assert not blob_file(tmp_path, small[0]).exists()
-    assert blob_file(tmp_path, large[0]).read_bytes() == large[1]
+    assert not blob_path(tmp_path, small[0]).exists()
+    assert blob_path(tmp_path, large[0]).read_bytes() == large[1]
     for address, data in (small, at_limit, large):
         assert store.get(address) == data
         assert store.has(address) and store.size(address) == len(data)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from netutil import blob_path
 
 from fstore import _native
 from fstore.errors import (
@@ -48,12 +49,6 @@ def make_blob(rng: random.Random, size: int) -> tuple[bytes, bytes]:
     """(address, blob) for ``size`` random bytes."""
     data = rng.randbytes(size)
     return _native.hash(data), data
-
-
-def blob_path(root: Path, address: bytes) -> Path:
-    """Where the layout of DESIGN.md section 3 puts a blob."""
-    name = address.hex()
-    return root / "blobs" / name[:2] / name[2:4] / name
 
 
 def temp_files(root: Path) -> list[str]:

@@ -269,11 +269,6 @@ def open_inline(entry: TreeFile) -> bytes:
 # --- packing ----------------------------------------------------------------------------
 
 
-def _pack(value: object) -> bytes:
-    packed: bytes = pack(value)
-    return packed
-
-
 def _entry_map(entry: TreeEntry, identity: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "name": entry.name,
@@ -299,7 +294,7 @@ def _entry_map(entry: TreeEntry, identity: bool) -> dict[str, Any]:
 
 
 def pack_entry(entry: TreeEntry) -> bytes:
-    return _pack(_entry_map(entry, identity=False))
+    return pack(_entry_map(entry, identity=False))
 
 
 def pack_entry_identity(entry: TreeEntry) -> bytes:
@@ -308,23 +303,23 @@ def pack_entry_identity(entry: TreeEntry) -> bytes:
     They are the only part that differs between two sealings of the same bytes
     (a fresh salt); the key beside them is derived from the content.
     """
-    return _pack(_entry_map(entry, identity=True))
+    return pack(_entry_map(entry, identity=True))
 
 
 def pack_child(child: Child) -> bytes:
-    return _pack(
+    return pack(
         [child.first, child.ref.address, child.ref.key, child.entries, child.files, child.size]
     )
 
 
 def pack_leaf(packed_entries: Sequence[bytes]) -> bytes:
     """A leaf's plaintext from its entries, each packed by :func:`pack_entry` (or the identity)."""
-    head = _pack({"v": VERSION, "entries": []})[:-1]  # drop the empty array: its header follows
+    head = pack({"v": VERSION, "entries": []})[:-1]  # drop the empty array: its header follows
     return head + _array_header(len(packed_entries)) + b"".join(packed_entries)
 
 
 def pack_index(height: int, packed_children: Sequence[bytes]) -> bytes:
-    head = _pack({"v": VERSION, "height": height, "children": []})[:-1]
+    head = pack({"v": VERSION, "height": height, "children": []})[:-1]
     return head + _array_header(len(packed_children)) + b"".join(packed_children)
 
 

@@ -85,8 +85,7 @@ class Manifest:
             if file_key is None:
                 raise ValueError("packing a manifest with an inline body needs its file key")
             fields["inline"] = seal_inline(file_key, self.inline)
-        packed: bytes = pack(fields)
-        return packed
+        return pack(fields)
 
     def seal(self, file_key: bytes) -> bytes:
         return _native.seal(file_key, CONTEXT, self.pack(file_key))

@@ -300,9 +300,10 @@ class LocalBlobs:
         catalog commit is durable; blobs kept as files once their files and their
         kept marks both are.
         """
-        rows_of = self.blobs.keeps_as_row
-        files = [(a, blob) for a, blob in batch.blobs.items() if not rows_of(len(blob))]
-        small = [(a, blob) for a, blob in batch.blobs.items() if rows_of(len(blob))]
+        files: list[tuple[bytes, bytes | memoryview]] = []
+        small: list[tuple[bytes, bytes | memoryview]] = []
+        for item in batch.blobs.items():
+            (small if self.blobs.keeps_as_row(len(item[1])) else files).append(item)
         self.commits += 1
         writing = (
             self._in_thread(functools.partial(self.blobs.put_many, files, verified=True))
@@ -337,9 +338,9 @@ class LocalBlobs:
                     in_files = {address for address, _ in files}
                     if failed := [a for a in rows.newly_kept if a in in_files]:
                         await self._unmark(failed)
+        as_rows = {address for address, _ in small}
         for address, future in batch.blob_waiters:
-            as_row = rows_of(len(batch.blobs[address]))
-            _settle(future, None, row_error if as_row else file_error or row_error)
+            _settle(future, None, row_error if address in as_rows else file_error or row_error)
 
     def _in_thread(self, work: Callable[[], T]) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._executor, work)

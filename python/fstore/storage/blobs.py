@@ -475,7 +475,7 @@ class BlobStore:
         assert self.small is not None
         if not self.small.delete_if(address, data):
             return
-        target = os.path.join(self._corrupt, f"{address.hex()}.{time.time_ns()}")
+        target = self._corrupt_path(address)
         try:
             with open(target, "xb") as kept:
                 kept.write(data)
@@ -484,9 +484,13 @@ class BlobStore:
             return
         log.warning("blob %s does not match its address: moved to %s", address.hex(), target)
 
+    def _corrupt_path(self, address: bytes) -> str:
+        """Where a damaged copy of ``address`` is kept for inspection."""
+        return os.path.join(self._corrupt, f"{address.hex()}.{time.time_ns()}")
+
     def _quarantine(self, path: str, address: bytes, why: str) -> None:
         """Move a damaged blob out of the way; the caller holds its claim."""
-        target = os.path.join(self._corrupt, f"{address.hex()}.{time.time_ns()}")
+        target = self._corrupt_path(address)
         try:
             os.rename(path, target)
         except FileNotFoundError:

@@ -5,10 +5,10 @@ file, its directory, the new directory's parent), which is most of what a
 holder spends on a small file. A blob of at most SMALL_BLOB_MAX bytes is a row
 of the catalog's ``small_blobs`` table instead: it joins the transaction that
 records its kept mark and its lease, so a group commit of many small blobs
-costs one fsync of the catalog's WAL (docs/FORMAT.md, section 1).
+costs one fsync of the catalog's WAL (docs/FORMAT.md, section 9).
 
 The rows are reached only through :class:`fstore.storage.blobs.BlobStore`,
-which looks for a blob in its file first and then here. Statements here are
+which looks for a blob here first and then in its file. Statements here are
 single SQL statements, atomic on their own: no claim of the blob store is
 needed (or taken, which could deadlock against the catalog's lock).
 """
