@@ -29,7 +29,6 @@ from netutil import (
     Cluster,
     MiB,
     NodeProcess,
-    blob_path,
     read_manifest,
     wait_for_mesh,
     wait_until,
@@ -46,7 +45,7 @@ HEAL_TIMEOUT = 600.0
 
 
 def copies(address: bytes, nodes: list[NodeProcess]) -> int:
-    return sum(1 for n in nodes if blob_path(n.data_dir, address).is_file())
+    return sum(1 for n in nodes if n.has_blob(address))
 
 
 def repaired_bytes(nodes: list[NodeProcess]) -> float:
