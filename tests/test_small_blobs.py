@@ -25,6 +25,14 @@ def blob(size: int) -> tuple[bytes, bytes]:
     return _native.hash(data), data
 
 
+def blob_in_shard(size: int, first_byte: int) -> tuple[bytes, bytes]:
+    """A blob whose address starts with ``first_byte`` (its file's directory)."""
+    while True:
+        address, data = blob(size)
+        if address[0] == first_byte:
+            return address, data
+
+
 def rows(catalog: Catalog) -> set[bytes]:
     found = catalog.query("SELECT address FROM small_blobs")
     return {address for (address,) in found if isinstance(address, bytes)}
@@ -185,10 +193,11 @@ def test_a_group_commit_of_small_blobs_writes_no_file(tmp_path: Path, catalog: C
 
 def test_a_failed_file_write_fails_only_its_own_waiter(tmp_path: Path, catalog: Catalog) -> None:
     """One group commit of small blobs (rows) and a larger one whose file cannot be placed:
-    the rows and their kept marks stay, the file's put fails and its kept mark is taken back."""
+    the rows and their kept marks stay, the file's put fails and its kept mark is taken back.
+    One of the rows shares the blocked directory: a row never needs it."""
     store = BlobStore(tmp_path, small=SmallBlobs(catalog))
-    small = [blob(1000) for _ in range(5)]
     large = blob(SMALL_BLOB_MAX + 1)
+    small = [blob(1000) for _ in range(4)] + [blob_in_shard(1000, large[0][0])]
     (tmp_path / "blobs" / large[0].hex()[:2]).write_bytes(b"not a directory")
 
     async def put_all() -> list[BaseException | None]:
@@ -205,3 +214,23 @@ def test_a_failed_file_write_fails_only_its_own_waiter(tmp_path: Path, catalog: 
     assert catalog.kept() == sorted(a for a, _ in small)
     assert not store.has(large[0])
     assert all(store.get(a) == d for a, d in small)
+
+
+def test_a_file_where_a_blob_directory_belongs_hides_only_its_blobs(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    """Damage from outside (a file named like a blob directory) makes the blobs under it
+    absent, not every lookup an error; rows are untouched by it."""
+    store = BlobStore(tmp_path, small=SmallBlobs(catalog))
+    large = blob(SMALL_BLOB_MAX + 1)
+    row = blob_in_shard(1000, large[0][0])
+    (tmp_path / "blobs" / large[0].hex()[:2]).write_bytes(b"not a directory")
+    assert store.put_many([row]) == [True]
+    assert store.load(large[0]) is None
+    assert store.size(large[0]) is None
+    assert not store.has(large[0])
+    assert not store.delete(large[0])
+    assert store.get(row[0]) == row[1]
+    assert store.delete(row[0])
+    with pytest.raises(StorageError):
+        store.put_many([large])

@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 _HEX_ADDRESS = re.compile(r"[0-9a-f]{64}")
 _HEX_BYTE = re.compile(r"[0-9a-f]{2}")
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# A path is absent when its file is, and when something that is not a directory
+# (damage from outside fstore) stands where one of its directories should be.
+_ABSENT = (FileNotFoundError, NotADirectoryError)
 # Blobs are hashed on one core (``parallel=False``): reads and writes of several blobs
 # already run at once, and the extension's pool would spin idle between blobs.
 # Threads that write and fsync the files of one batch, and fsync its directories, at once.
@@ -269,7 +272,7 @@ class BlobStore:
     def _file_in_place(self, address: bytes, size: int) -> bool:
         try:
             return os.stat(self._locate(address)[1]).st_size == size
-        except FileNotFoundError:
+        except _ABSENT:
             return False
 
     def _store_claimed(self, batch: list[tuple[bytes, memoryview]]) -> list[bool]:
@@ -299,7 +302,7 @@ class BlobStore:
         be damage from outside fstore: it is quarantined and then replaced."""
         try:
             found = os.stat(path).st_size
-        except FileNotFoundError:
+        except _ABSENT:
             return False
         if found == size:
             return True
@@ -439,7 +442,7 @@ class BlobStore:
         _, path = self._locate(address)
         try:
             fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        except _ABSENT:
             return None
         except OSError as exc:
             raise os_error(exc, f"opening blob {address.hex()}") from exc
@@ -465,7 +468,7 @@ class BlobStore:
         with self._claimed({address}):
             try:
                 stat = os.stat(path)
-            except FileNotFoundError:
+            except _ABSENT:
                 return  # another reader quarantined it, or it was deleted
             if (stat.st_dev, stat.st_ino) == identity:
                 self._quarantine(path, address, "does not match its address")
@@ -493,7 +496,7 @@ class BlobStore:
         target = self._corrupt_path(address)
         try:
             os.rename(path, target)
-        except FileNotFoundError:
+        except _ABSENT:
             return
         except OSError as exc:
             raise os_error(exc, f"quarantining corrupt blob {address.hex()}") from exc
@@ -517,7 +520,7 @@ class BlobStore:
             return size
         try:
             return os.stat(self._locate(address)[1]).st_size
-        except FileNotFoundError:
+        except _ABSENT:
             return None
 
     def delete(self, address: Buffer) -> bool:
@@ -531,7 +534,7 @@ class BlobStore:
         with self._claimed({address}):
             try:
                 os.unlink(self._locate(address)[1])
-            except FileNotFoundError:
+            except _ABSENT:
                 return deleted
             except OSError as exc:
                 raise os_error(exc, f"deleting blob {address.hex()}") from exc
