@@ -812,8 +812,9 @@ def flip_byte(path: Path) -> None:
 
 def test_every_copy_corrupt_is_422(tmp_path: Path, rng: random.Random) -> None:
     """Both nodes hold every blob; the first chunk is damaged on both disks. A GET is a 422
-    (before any byte is sent), each node counts one disk verification failure, and a range
-    of an intact chunk still reads."""
+    (before any byte is sent), each node counts one disk verification failure (b when a
+    reports the copy b served), a counts one peer failure, and a range of an intact chunk still
+    reads."""
     data = rng.randbytes(3 * MiB)
 
     async def scenario() -> None:
@@ -834,10 +835,18 @@ def test_every_copy_corrupt_is_422(tmp_path: Path, rng: random.Random) -> None:
             headers = {"Range": f"bytes={start}-{end - 1}"}
             async with http.get(a.file_url("f"), headers=headers) as response:
                 assert response.status == 206 and await response.read() == data[start:end]
-            for served in (a, b):
+
+            async def failures(served: Served, source: str) -> float:
                 samples = await scrape(http, served)
-                assert sample(samples, "fstore_verification_failures_total", source="disk") == 1
-                assert sample(samples, "fstore_verification_failures_total", source="peer") == 0
+                return sample(samples, "fstore_verification_failures_total", source=source)
+
+            # b served its copy as stored; a found it bad and told b, which checked it.
+            deadline = time.monotonic() + 10.0
+            while await failures(b, "disk") < 1:
+                assert time.monotonic() < deadline, "b never checked the copy a reported"
+                await asyncio.sleep(0.02)
+            assert (await failures(a, "disk"), await failures(a, "peer")) == (1, 1)
+            assert (await failures(b, "disk"), await failures(b, "peer")) == (1, 0)
 
     run(scenario())
 

@@ -249,11 +249,15 @@ def test_holder_killed_in_the_middle_of_a_get(cluster: Cluster, tmp_path: Path) 
 # --- 4. a corrupt blob on disk ------------------------------------------------------------
 
 
-def test_corrupt_blob_is_quarantined_and_never_served(cluster: Cluster, tmp_path: Path) -> None:
+def test_corrupt_blob_is_never_accepted_and_is_quarantined(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     """Every node holds every blob (R=3, 3 nodes); the reader drops its copy. One byte is
-    flipped in two chunks on disk at the reader's first-choice holder: asked directly, that
-    holder answers not_found for one (never the bad bytes); the reader's get of the whole
-    file still succeeds; both bad copies are moved to blobs/corrupt/."""
+    flipped in two chunks on disk at the reader's first-choice holder. Holders serve blobs
+    as stored (the requester checks every copy): asked directly, that holder sends the bad
+    bytes, and told with ``bad_blob`` it checks and quarantines its copy, while the same
+    report about a good copy changes nothing. The reader's get of the whole file succeeds
+    with good copies, and its own report has the other bad copy quarantined."""
     s = cluster.agent("s")
     r = cluster.agent("r", peers=[s.address])
     h = cluster.holder("h", peers=[s.address])
@@ -272,6 +276,7 @@ def test_corrupt_blob_is_quarantined_and_never_served(cluster: Cluster, tmp_path
     peers = [s.node_id, h.node_id]
     via_reader = next(c.address for c in chunks if closest(c.address, peers, 1)[0] == h.node_id)
     asked_directly = next(c.address for c in chunks if c.address != via_reader)
+    intact = next(c.address for c in chunks if c.address not in (via_reader, asked_directly))
     damaged: dict[bytes, bytes] = {}
     for address in (via_reader, asked_directly):
         path = blob_path(h.data_dir, address)
@@ -284,14 +289,25 @@ def test_corrupt_blob_is_quarantined_and_never_served(cluster: Cluster, tmp_path
         assert _native.hash(path.read_bytes()) != address
 
     with wire_client(h.address, cluster.network) as client:
-        response = client.request("get_blob", {"addr": asked_directly})
-    assert not response.ok and response.meta["code"] == "not_found"
-    assert len(response.body) == 0
+        served = client.request("get_blob", {"addr": asked_directly})
+        assert served.ok and bytes(served.body) == damaged[asked_directly]
+        told = client.request("bad_blob", {"addr": intact})
+        assert told.ok and told.meta == {"bad": False}
+        told = client.request("bad_blob", {"addr": asked_directly})
+        assert told.ok and told.meta == {"bad": True}
+        gone = client.request("get_blob", {"addr": asked_directly})
+        assert not gone.ok and gone.meta["code"] == "not_found"
+    assert h.has_blob(intact)
 
     assert_get(r, cap, tmp_path / "got.bin", size, digest)
 
+    def all_quarantined_at_h() -> bool:
+        return all(
+            not h.has_blob(address) and quarantined(h.data_dir, address) for address in damaged
+        )
+
+    wait_until(all_quarantined_at_h, 10.0, "h to quarantine its bad copies")
     for address, bad in damaged.items():
-        assert not h.has_blob(address), "the corrupt copy must leave its address"
         moved = quarantined(h.data_dir, address)
         assert [p.read_bytes() for p in moved] == [bad]
         good = blob_path(s.data_dir, address).read_bytes()

@@ -265,6 +265,10 @@ class LocalBlobs:
         """The blob, or None; :class:`AddressMismatchError` if the copy here is bad."""
         return await asyncio.to_thread(self.blobs.load, address)
 
+    async def load_unverified(self, address: bytes) -> bytes | None:
+        """The stored bytes, unchecked, or None: only for a requester that checks them."""
+        return await asyncio.to_thread(self.blobs.read_unverified, address)
+
     async def load_with(self, address: bytes, accept: Callable[[bytes], T]) -> T | None:
         """What ``accept`` (which checks the address) makes of the blob here, or None."""
         return await asyncio.to_thread(self.blobs.load_with, address, accept)

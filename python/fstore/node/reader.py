@@ -2,7 +2,8 @@
 
 A blob is taken from this node's disk when it holds a good copy, else from
 the live members closest to its address; every copy is checked against its
-address before use, and a peer that served a bad one is asked last from then on.
+address before use (holders send blobs unchecked), and a peer that served a bad
+one is told, so it checks its copy, and is asked last from then on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TypeVar
 from fstore import _native
 from fstore.errors import (
     AddressMismatchError,
+    FstoreError,
     InvalidArgumentError,
     NotFoundError,
     PeerUnavailableError,
@@ -192,6 +194,7 @@ class Reader:
                             pass
                         self.metrics.verification_failed("peer")
                         self.peers.record_lie(node)
+                        self._report_bad_copy(node, address)
                         bad_copies += 1
                         log.warning(
                             "%s served bytes that do not match blob %s; trying another holder",
@@ -212,12 +215,28 @@ class Reader:
             )
         raise NotFoundError(f"no live holder has blob {address.hex()}")
 
+    def _report_bad_copy(self, node: bytes, address: bytes) -> None:
+        """Tell ``node`` its copy of ``address`` was bad, so that it checks and quarantines
+        it (holders serve blobs unchecked); in the background, and best effort."""
+        task = asyncio.ensure_future(self._tell_bad_copy(node, address))
+        _REPORTS.add(task)
+        task.add_done_callback(_REPORTS.discard)
+
+    async def _tell_bad_copy(self, node: bytes, address: bytes) -> None:
+        with contextlib.suppress(FstoreError):
+            link = await self.peers.connect(node)
+            await link.request("bad_blob", {"addr": address})
+
     async def _ask(self, node: bytes, address: bytes, background: bool) -> bytes | memoryview:
         link = await self.peers.connect(node)
         meta: dict[str, object] = {"addr": address}
         if background:
             meta["bg"] = True
         return (await link.request("get_blob", meta)).body
+
+
+# Reports of bad copies still being sent, referenced until they finish.
+_REPORTS: set[asyncio.Future[None]] = set()
 
 
 def _overlapping(chunks: Sequence[ChunkRef], start: int, end: int) -> list[tuple[int, ChunkRef]]:

@@ -108,6 +108,10 @@ def _read_fd(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
+def _as_stored(data: bytes) -> bytes:
+    return data
+
+
 def verify_address(address: bytes, data: Buffer) -> None:
     """Raise :class:`AddressMismatchError` unless ``data`` hashes to ``address``.
 
@@ -422,6 +426,11 @@ class BlobStore:
             return data
 
         return self.load_with(address, verified)
+
+    def read_unverified(self, address: Buffer) -> bytes | None:
+        """The stored bytes of a blob, unchecked, or None: for a requester that checks
+        them itself (a peer's ``get_blob``), so that they are hashed once, not twice."""
+        return self.load_with(address, _as_stored)
 
     def load_with(self, address: Buffer, accept: Callable[[bytes], T]) -> T | None:
         """What ``accept`` makes of the blob's bytes, or None if the blob is missing.
