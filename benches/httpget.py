@@ -2,7 +2,7 @@
 
 Used by ``test_http_get.py`` and runnable by hand::
 
-    .venv/bin/python benches/httpget.py --mib 1024 [--rounds 2] [--no-fsync]
+    .venv/bin/python benches/httpget.py --mib 1024 [--rounds 2] [--no-fsync] [--per-node]
 
 Three nodes (``storer``, an agent, and two ``fstore-node`` holders; ``--replicas 3``) store a
 file of random bytes; a fourth node, ``reader`` (an agent, which holds none of the blobs), serves
@@ -62,6 +62,7 @@ class Timing:
     seconds: float
     cpu: float  # CPU-seconds of every node process and the client, for this transfer
     size: int
+    node_cpu: dict[str, float] = field(default_factory=dict)  # each node process's share
 
     @property
     def mbps(self) -> float:
@@ -120,17 +121,21 @@ class GetNetwork:
 
     def _timed(self, way: str, run: Callable[[], None], out: str) -> Timing:
         os.sync()  # nothing of an earlier transfer still being written back
-        before = sum(n.cpu_seconds() for n in self.nodes) + children_cpu_seconds()
+        nodes_before = [n.cpu_seconds() for n in self.nodes]
+        children_before = children_cpu_seconds()
         started = time.perf_counter()
         run()
         seconds = time.perf_counter() - started
-        cpu = sum(n.cpu_seconds() for n in self.nodes) + children_cpu_seconds() - before
+        node_cpu = {
+            n.name: n.cpu_seconds() - b for n, b in zip(self.nodes, nodes_before, strict=True)
+        }
+        cpu = sum(node_cpu.values()) + children_cpu_seconds() - children_before
         if out != os.devnull:
             path = Path(out)
             assert path.stat().st_size == self.size, f"{way}: wrong size"
             assert blake3_file(path) == self.digest, f"{way}: wrong bytes"
             path.unlink()
-        return Timing(way, seconds, cpu, self.size)
+        return Timing(way, seconds, cpu, self.size, node_cpu)
 
     def in_process(self, out: str) -> Timing:
         def run() -> None:
@@ -174,11 +179,13 @@ def _run(argv: list[str], timeout: float) -> None:
     subprocess.run(argv, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
 
 
-def table(timings: list[Timing]) -> list[str]:
+def table(timings: list[Timing], per_node: bool = False) -> list[str]:
     lines = [f"{'way':<28} {'MB/s':>7} {'seconds':>8} {'CPU-s/GiB':>10}"]
-    lines += [
-        f"{t.way:<28} {t.mbps:>7.1f} {t.seconds:>8.3f} {t.cpu_per_gib:>10.2f}" for t in timings
-    ]
+    for t in timings:
+        lines.append(f"{t.way:<28} {t.mbps:>7.1f} {t.seconds:>8.3f} {t.cpu_per_gib:>10.2f}")
+        if per_node and any(t.node_cpu.values()):
+            gib = t.size / (1 << 30)
+            lines.append("    " + "  ".join(f"{n} {c / gib:.2f}" for n, c in t.node_cpu.items()))
     return lines
 
 
@@ -187,6 +194,9 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument(
+        "--per-node", action="store_true", help="also each node process's CPU-s per GiB"
+    )
     args = parser.parse_args()
     if shutil.which("curl") is None:
         raise SystemExit("curl is not installed")
@@ -194,7 +204,7 @@ def main() -> None:
         network = GetNetwork(Path(d), args.mib * MiB, durable=not args.no_fsync)
         try:
             for _ in range(args.rounds):
-                for line in table(network.round()):
+                for line in table(network.round(), args.per_node):
                     print(line, flush=True)
         finally:
             network.close()
