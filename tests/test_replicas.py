@@ -43,8 +43,8 @@ def test_a_reused_chunk_counts_only_confirmed_copies(cluster: Cluster, tmp_path:
         data[len(data) // 2] ^= 0x01
         path.write_bytes(bytes(data))
         with wire_client(h.address, cluster.network) as client:
-            response = client.request("get_blob", {"addr": address})
-        assert not response.ok  # h found the damage and moved the copy aside
+            response = client.request("bad_blob", {"addr": address})
+        assert response.meta == {"bad": True}  # h found the damage and moved the copy aside
         assert quarantined(h.data_dir, address)
 
     second = s.call("store", name="second.bin", path=str(source))
