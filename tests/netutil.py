@@ -192,11 +192,8 @@ def _catalog(data_dir: Path) -> sqlite3.Connection:
 
 def stored_copy(data_dir: Path, address: bytes) -> bytes | None:
     """A node's copy of a blob (its row or its file), unchecked; None if it has none."""
-    db = _catalog(data_dir)
-    try:
+    with contextlib.closing(_catalog(data_dir)) as db:
         row = db.execute("SELECT data FROM small_blobs WHERE address = ?", (address,)).fetchone()
-    finally:
-        db.close()
     if row is not None:
         return bytes(row[0])
     path = blob_path(data_dir, address)
@@ -205,12 +202,9 @@ def stored_copy(data_dir: Path, address: bytes) -> bytes | None:
 
 def replace_copy(data_dir: Path, address: bytes, data: bytes) -> None:
     """Overwrite a node's copy of a blob (row or file) with ``data``: damage."""
-    db = _catalog(data_dir)
-    try:
+    with contextlib.closing(_catalog(data_dir)) as db:
         sql = "UPDATE small_blobs SET data = ? WHERE address = ?"
         changed = db.execute(sql, (data, address)).rowcount
-    finally:
-        db.close()
     if not changed:
         path = blob_path(data_dir, address)
         assert path.is_file(), f"no copy of {address.hex()} in {data_dir}"
@@ -225,12 +219,9 @@ def stored_blobs(data_dir: Path) -> dict[bytes, int]:
         if p.is_file()
     }
     if (data_dir / CATALOG_NAME).exists():
-        db = _catalog(data_dir)
-        try:
+        with contextlib.closing(_catalog(data_dir)) as db:
             for address, size in db.execute("SELECT address, length(data) FROM small_blobs"):
                 sizes[bytes(address)] = size
-        finally:
-            db.close()
     return sizes
 
 

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fstore.node.peers import Peers
 
@@ -124,16 +124,22 @@ class Hedge(Generic[T]):
     def detach(self) -> None:
         """Let attempts still running finish on their own (a late copy is still a copy)."""
         for task in self._running:
-            _DETACHED.add(task)
-            task.add_done_callback(_collect)
+            run_detached(task)
         self._running.clear()
 
 
-# Detached attempts, referenced until they finish (the loop holds tasks only weakly).
-_DETACHED: set[asyncio.Task[object]] = set()
+# Detached tasks, referenced until they finish (the loop holds tasks only weakly).
+_DETACHED: set[asyncio.Future[object]] = set()
 
 
-def _collect(task: asyncio.Task[object]) -> None:
+def run_detached(task: asyncio.Future[Any]) -> None:
+    """Let ``task`` finish on its own: kept referenced until then, its outcome collected
+    and never logged."""
+    _DETACHED.add(task)
+    task.add_done_callback(_collect)
+
+
+def _collect(task: asyncio.Future[object]) -> None:
     _DETACHED.discard(task)
     if not task.cancelled():
         task.exception()

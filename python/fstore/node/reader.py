@@ -27,7 +27,7 @@ from fstore.errors import (
 )
 from fstore.formats.capability import Capability
 from fstore.formats.manifest import ChunkRef, Manifest
-from fstore.node.hedge import Hedge
+from fstore.node.hedge import Hedge, run_detached
 from fstore.node.local import LocalBlobs
 from fstore.node.metrics import NodeMetrics
 from fstore.node.peers import Peers
@@ -218,9 +218,7 @@ class Reader:
     def _report_bad_copy(self, node: bytes, address: bytes) -> None:
         """Tell ``node`` its copy of ``address`` was bad, so that it checks and quarantines
         it (holders serve blobs unchecked); in the background, and best effort."""
-        task = asyncio.ensure_future(self._tell_bad_copy(node, address))
-        _REPORTS.add(task)
-        task.add_done_callback(_REPORTS.discard)
+        run_detached(asyncio.ensure_future(self._tell_bad_copy(node, address)))
 
     async def _tell_bad_copy(self, node: bytes, address: bytes) -> None:
         with contextlib.suppress(FstoreError):
@@ -233,10 +231,6 @@ class Reader:
         if background:
             meta["bg"] = True
         return (await link.request("get_blob", meta)).body
-
-
-# Reports of bad copies still being sent, referenced until they finish.
-_REPORTS: set[asyncio.Future[None]] = set()
 
 
 def _overlapping(chunks: Sequence[ChunkRef], start: int, end: int) -> list[tuple[int, ChunkRef]]:
