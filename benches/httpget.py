@@ -10,7 +10,7 @@ its HTTP API. Each round then times, on the reader, in this order:
 
 - ``in-process``: the agent's own ``Node.get`` by capability into ``/dev/null``, and into a file;
 - ``curl``: ``curl -o`` of ``GET /v1/caps/{capability}`` into ``/dev/null``, and into a file;
-- ``fstore get -o``: the project's client into a file;
+- ``fstore get -o``: the project's client into ``/dev/null``, and into a file;
 - ``cp``: the input file copied to a new file on the same disk, the bound for any write of it.
 
 Every destination file is checked (size and BLAKE3 by the ``blake3`` package) and removed; the
@@ -164,6 +164,7 @@ class GetNetwork:
         return [
             self.in_process(os.devnull),
             self.curl(os.devnull),
+            self.fstore_get(os.devnull),
             self.in_process(file),
             self.curl(file),
             self.fstore_get(file),

@@ -2,8 +2,8 @@
 
 Four nodes as ``httpget.py`` describes (a 1 GiB file stored with R = 3; the reader holds none
 of its blobs and serves its HTTP API). One benchmark per way of getting the file, in this
-order: in-process into ``/dev/null`` and into a file, ``curl -o`` to both, ``fstore get -o`` a
-file (each HTTP get beside the in-process get to the same destination), and ``cp`` of the input
+order: in-process into ``/dev/null`` and into a file, ``curl -o`` and ``fstore get -o`` to both
+(each HTTP get beside the in-process get to the same destination), and ``cp`` of the input
 to a file (the disk's bound). Each
 destination is checked (size and BLAKE3) and removed. Without ``--benchmark-enable`` the file
 is 32 MiB (a smoke check).
@@ -99,14 +99,16 @@ def test_curl(
 
 
 @pytest.mark.benchmark(group="get through HTTP")
+@pytest.mark.parametrize("to_file", [False, True], ids=["devnull", "file"])
 def test_fstore_get(
     benchmark: BenchmarkFixture,
     get_network: GetNetwork,
     in_process: dict[str, Timing],
     figure_results: list[FigureRow],
+    to_file: bool,
 ) -> None:
-    baseline = in_process.get("file")
-    measure(benchmark, get_network, get_network.fstore_get, True, figure_results, baseline)
+    baseline = in_process.get("file" if to_file else "devnull")
+    measure(benchmark, get_network, get_network.fstore_get, to_file, figure_results, baseline)
 
 
 @pytest.mark.benchmark(group="get through HTTP")

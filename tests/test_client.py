@@ -214,6 +214,13 @@ def test_get_never_overwrites_unless_forced(pair: Pair, stored: Stored, tmp_path
     assert blake3_file(target) == stored.blake3
 
 
+def test_get_into_dev_null_needs_no_force(pair: Pair, stored: Stored) -> None:
+    """A device is written in place, not overwritten: ``-o /dev/null`` is not refused (the
+    whole file is still received and checked), as it is not by ``curl`` or ``cp``."""
+    got = ok_json("get", "photos/picture_1.png", "-o", os.devnull, "--node", pair.b.url)
+    assert (got["path"], got["size"], got["blake3"]) == (os.devnull, 5 * MiB, stored.blake3)
+
+
 def test_get_to_stdout_into_a_pipe(pair: Pair, stored: Stored) -> None:
     """``get -o -`` feeding another process through a pipe: the same bytes arrive."""
     hasher = "import sys, blake3; print(blake3.blake3(sys.stdin.buffer.read()).hexdigest())"

@@ -51,6 +51,7 @@ import contextlib
 import itertools
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -393,8 +394,6 @@ def open_input(file: str) -> Iterator[IO[bytes]]:
 
 def remaining_size(source: IO[bytes]) -> int | None:
     """The bytes left in a regular file (sent with Content-Length); None for a stream."""
-    import stat
-
     try:
         st = os.fstat(source.fileno())
         return st.st_size - source.tell() if stat.S_ISREG(st.st_mode) else None
@@ -516,9 +515,19 @@ def output_path(args: argparse.Namespace) -> Path | None:
         if is_capability(base) or base in ("", ".", ".."):
             raise usage_error(f"choose where to write {args.target} with -o FILE (- for stdout)")
         path = Path(base)
-    if not args.force and os.path.lexists(path):
+    if not args.force and os.path.lexists(path) and not is_stream(path):
         raise usage_error(f"{path} exists (--force overwrites it)")
     return path
+
+
+def is_stream(path: Path) -> bool:
+    """Whether ``path`` is a character device or a FIFO (``/dev/null``, a named pipe):
+    written in place, and no file is overwritten by writing to it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 @contextlib.contextmanager
@@ -538,10 +547,10 @@ def file_sink(path: Path, force: bool) -> Iterator[IO[bytes]]:
     """A file whose bytes appear at ``path`` only if the block succeeds.
 
     They go to a temporary file beside ``path``, renamed into place at the end, so
-    a failed get leaves nothing behind and never clobbers an existing file. An
-    existing non-regular file (``/dev/null``, a FIFO) is written directly.
+    a failed get leaves nothing behind and never clobbers an existing file. A
+    device or a FIFO (``/dev/null``, a named pipe) is written directly.
     """
-    if path.exists() and not path.is_file():
+    if is_stream(path):
         with open(path, "wb") as out:
             yield out
         return
