@@ -56,6 +56,7 @@ from fstore.faces.http import HttpServer
 from fstore.formats.directory import kind_of
 from fstore.net.trust import NetworkKey
 from fstore.node import Node
+from fstore.node.memory import tune_allocator
 
 
 def proc_status(field: str) -> int:
@@ -270,7 +271,8 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    # fstore-node's own options, so an agent is configured exactly like a node.
+    # fstore-node's allocator settings and options, so an agent runs exactly like a node.
+    tune_allocator()
     p = node_parser()
     p.set_defaults(addr="127.0.0.1:0")
     args = p.parse_args()

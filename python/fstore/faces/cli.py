@@ -271,35 +271,11 @@ def init_parser() -> argparse.ArgumentParser:
     return p
 
 
-def give_back_freed_memory() -> None:
-    """Make glibc return freed large buffers to the system instead of keeping them.
-
-    glibc raises its mmap threshold each time a large mmapped block is freed, after
-    which blocks of that size (a link's 256 KiB receive buffer, a blob) come from its
-    heaps, where freed ones stay resident: a node whose links open and close for
-    probes grew by tens of MiB that way. A fixed threshold keeps them in mmaps of
-    their own, unmapped when freed; two heaps instead of eight per core bound what
-    the many short-lived threads keep.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return
-    m_mmap_threshold, m_arena_max = -3, -8
-    mallopt(m_mmap_threshold, 128 * 1024)
-    mallopt(m_arena_max, 2)
-
-
 def node_main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    give_back_freed_memory()
+    from fstore.node.memory import tune_allocator
+
+    tune_allocator()
     if argv[:1] == ["init"]:
         return init_main(argv[1:])
     args = node_parser().parse_args(argv)

@@ -39,6 +39,7 @@ from fstore.net.identity import Identity, load_namespace_secret, load_network_ke
 from fstore.net.link import LinkLimits, Listener, PeerLink, Reply, parse_hostport
 from fstore.net.membership import MAX_LINKS, Membership
 from fstore.net.trust import LinkCredentials, NetworkKey
+from fstore.node import memory
 from fstore.node.local import GC_GRACE, LEASE_PERIOD, LocalBlobs
 from fstore.node.metrics import NodeMetrics, NodeStats
 from fstore.node.names import FileEntry, Names
@@ -265,6 +266,7 @@ class Node:
             asyncio.create_task(self.repair.run()),
             asyncio.create_task(self.scrub.run()),
             asyncio.create_task(self.space.run()),
+            asyncio.create_task(memory.trim_periodically()),
         ]
         log.info("node %s listening on %s", self.node_id.hex(), self.address)
 
