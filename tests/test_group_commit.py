@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from fstore import _native
 from fstore.errors import AddressMismatchError, StorageError
+from fstore.node import local as local_module
 from fstore.node.local import MAX_COMMITS, LocalBlobs
 from fstore.storage.blobs import BlobStore
 from fstore.storage.catalog import Catalog
+from fstore.storage.smallblobs import SMALL_BLOB_MAX, SmallBlobs
 
 
 def committed(data_dir: Path) -> Catalog:
@@ -86,6 +89,95 @@ def test_a_failed_blob_write_fails_its_waiters_and_leaves_no_pin(tmp_path: Path)
         with committed(tmp_path) as other:
             assert other.kept() == []
         assert not local.blobs.has(address)
+        await local.close()
+
+    asyncio.run(main())
+
+
+def with_rows(tmp_path: Path) -> LocalBlobs:
+    """LocalBlobs as a node has them: small blobs are catalog rows."""
+    catalog = Catalog(tmp_path / "fstore.db")
+    return LocalBlobs(BlobStore(tmp_path, small=SmallBlobs(catalog)), catalog)
+
+
+async def put_small(local: LocalBlobs) -> bytes:
+    blob = os.urandom(4096)
+    address = _native.hash(blob)
+    await local.put(address, blob)
+    return address
+
+
+def test_rows_commit_on_the_loop_and_blob_files_on_threads(tmp_path: Path) -> None:
+    """Batches of rows alone (small blobs, records) commit on the event loop's thread;
+    a batch with a blob file commits on the commit threads. Both are durable on return."""
+
+    async def main() -> None:
+        local = with_rows(tmp_path)
+        small = [await put_small(local) for _ in range(3)]
+        locator = os.urandom(32)
+        assert await local.put_record(locator, b"record", (1, bytes(32)))
+        assert (local.commits, local.commits_on_loop) == (4, 4)
+        large = os.urandom(SMALL_BLOB_MAX + 1)
+        await local.put(_native.hash(large), large)
+        assert (local.commits, local.commits_on_loop) == (5, 4)
+        with committed(tmp_path) as other:
+            assert set(other.kept()) == {*small, _native.hash(large)}
+            assert other.get_record(locator) == (b"record", (1, bytes(32)))
+        await local.close()
+
+    asyncio.run(main())
+
+
+def test_a_catalog_written_by_another_thread_never_blocks_the_loop(tmp_path: Path) -> None:
+    """While another thread holds a catalog transaction, a small put waits on a commit
+    thread, not on the loop: the loop goes on running and is what ends that transaction."""
+
+    async def main() -> None:
+        local = with_rows(tmp_path)
+        inside, release = threading.Event(), threading.Event()
+        released_by_loop: list[bool] = []
+
+        def long_transaction() -> None:
+            with local.catalog.transaction():
+                inside.set()
+                released_by_loop.append(release.wait(timeout=30))
+
+        other_writer = threading.Thread(target=long_transaction)
+        other_writer.start()
+        await asyncio.to_thread(inside.wait)
+        put = asyncio.create_task(put_small(local))
+        while local.commits == 0:  # the put's commit has started
+            await asyncio.sleep(0)
+        assert not put.done()  # it waits for the other transaction
+        release.set()  # only a loop that is not blocked gets here
+        address = await put
+        await asyncio.to_thread(other_writer.join)
+        assert released_by_loop == [True]
+        assert local.commits_on_loop == 0
+        with committed(tmp_path) as other:
+            assert other.is_kept(address)
+        await local.close()
+
+    asyncio.run(main())
+
+
+def test_a_slow_commit_sends_row_commits_to_threads_for_a_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a commit slower than LOOP_COMMIT_LIMIT, rows commit on threads until
+    LOOP_COMMIT_PAUSE has passed without another slow one."""
+
+    async def main() -> None:
+        local = with_rows(tmp_path)
+        monkeypatch.setattr(local_module, "LOOP_COMMIT_LIMIT", 0.0)  # every commit is slow
+        for _ in range(3):
+            await put_small(local)
+        assert (local.commits, local.commits_on_loop) == (3, 1)
+        monkeypatch.setattr(local_module, "LOOP_COMMIT_LIMIT", 3600.0)  # none is
+        monkeypatch.setattr(local_module, "LOOP_COMMIT_PAUSE", 0.0)  # and the pause is over
+        for _ in range(2):
+            await put_small(local)
+        assert (local.commits, local.commits_on_loop) == (5, 3)
         await local.close()
 
     asyncio.run(main())

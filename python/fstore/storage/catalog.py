@@ -266,6 +266,17 @@ class Catalog:
                 raise _db_error(exc, doing) from exc
 
     @contextmanager
+    def writer_if_free(self) -> Iterator[bool]:
+        """True, holding the write lock for this block, if no other thread holds it; else
+        False at once. ``transaction()`` inside a True block never waits for another thread."""
+        free = self._lock.acquire(blocking=False)
+        try:
+            yield free
+        finally:
+            if free:
+                self._lock.release()
+
+    @contextmanager
     def transaction(self) -> Iterator[None]:
         """Group writes into one atomic commit; nested uses join the outer one.
 
