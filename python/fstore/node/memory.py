@@ -5,7 +5,7 @@ blob, TLS's ciphertext, the reader's plaintext. Left to its defaults, glibc's mm
 threshold starts at 128 KiB and rises with the largest block freed, so a node that has
 opened and closed many links keeps their freed buffers resident. A threshold held at
 128 KiB gave that memory back, but made every blob buffer an mmap of its own: 256 page
-faults per MiB touched and an munmap when freed, about a third of a holder's CPU in a get.
+faults per MiB touched and an munmap when freed: two fifths of the holders' CPU in a get.
 
 So ``tune_allocator`` fixes the threshold above the largest frame, where blob buffers are
 reused from glibc's heaps, and a node calls ``trim`` every ``TRIM_INTERVAL`` seconds
