@@ -13,6 +13,7 @@ from fstore import _native
 from fstore.errors import AddressMismatchError, StorageError
 from fstore.node import local as local_module
 from fstore.node.local import MAX_COMMITS, LocalBlobs
+from fstore.node.metrics import NodeMetrics
 from fstore.storage.blobs import BlobStore
 from fstore.storage.catalog import Catalog
 from fstore.storage.smallblobs import SMALL_BLOB_MAX, SmallBlobs
@@ -95,9 +96,20 @@ def test_a_failed_blob_write_fails_its_waiters_and_leaves_no_pin(tmp_path: Path)
 
 
 def with_rows(tmp_path: Path) -> LocalBlobs:
-    """LocalBlobs as a node has them: small blobs are catalog rows."""
+    """LocalBlobs as a node has them: small blobs are catalog rows; commits counted."""
     catalog = Catalog(tmp_path / "fstore.db")
-    return LocalBlobs(BlobStore(tmp_path, small=SmallBlobs(catalog)), catalog)
+    return LocalBlobs(
+        BlobStore(tmp_path, small=SmallBlobs(catalog)), catalog, metrics=NodeMetrics()
+    )
+
+
+def commits_counted(local: LocalBlobs) -> dict[str, float]:
+    assert local.metrics is not None
+    registry = local.metrics.registry
+    return {
+        on: registry.get_sample_value("fstore_group_commits_total", {"on": on}) or 0.0
+        for on in ("loop", "thread")
+    }
 
 
 async def put_small(local: LocalBlobs) -> bytes:
@@ -124,6 +136,7 @@ def test_rows_commit_on_the_loop_and_blob_files_on_threads(
         large = os.urandom(SMALL_BLOB_MAX + 1)
         await local.put(_native.hash(large), large)
         assert (local.commits, local.commits_on_loop) == (5, 4)
+        assert commits_counted(local) == {"loop": 4, "thread": 1}
         with committed(tmp_path) as other:
             assert set(other.kept()) == {*small, _native.hash(large)}
             assert other.get_record(locator) == (b"record", (1, bytes(32)))
@@ -158,6 +171,7 @@ def test_a_catalog_written_by_another_thread_never_blocks_the_loop(tmp_path: Pat
         await asyncio.to_thread(other_writer.join)
         assert released_by_loop == [True]
         assert local.commits_on_loop == 0
+        assert commits_counted(local) == {"loop": 0, "thread": 1}
         with committed(tmp_path) as other:
             assert other.is_kept(address)
         await local.close()

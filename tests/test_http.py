@@ -943,6 +943,12 @@ def test_metrics_count_known_traffic(tmp_path: Path, rng: random.Random) -> None
             assert sample(mine, "fstore_blobs") == len(stored_blobs(a.node.data_dir))
             assert sample(mine, "fstore_peers_connected") == 1
             assert sample(mine, "fstore_replication_failures_total") == 0
+            # Where each commit ran is tested in test_group_commit; here, that all are counted:
+            # each store commits its chunks, its manifest and its record at least.
+            commits = [
+                sample(mine, "fstore_group_commits_total", on=on) for on in ("loop", "thread")
+            ]
+            assert sum(commits) >= 6, commits
             assert sample(theirs, "fstore_stored_bytes_total") == 0
             assert sample(theirs, "fstore_served_bytes_total") == 0
 

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from fstore import _native
 from fstore.errors import AddressMismatchError, StorageFullError
 from fstore.formats.leases import ANONYMOUS_TAG
+from fstore.node.metrics import NodeMetrics
 from fstore.storage.blobs import BlobStore
 from fstore.storage.catalog import HELD, RELEASED, Catalog
 from fstore.storage.common import Version
@@ -96,8 +97,10 @@ class LocalBlobs:
         lease_period: float = LEASE_PERIOD,
         max_storage: int | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.blobs = blobs
+        self.metrics = metrics
         self.catalog = catalog
         self.grace = grace
         self.lease_period = lease_period
@@ -329,6 +332,8 @@ class LocalBlobs:
         rows: _RowsDone | BaseException
         try:
             on_loop = None if files else self._write_rows_on_loop(batch, small)
+            if self.metrics is not None:
+                self.metrics.group_commits.labels("thread" if on_loop is None else "loop").inc()
             if on_loop is not None:
                 rows = on_loop
             else:

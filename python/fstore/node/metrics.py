@@ -118,6 +118,15 @@ class NodeMetrics:
         )
         for source in ("peer", "disk"):
             self.verification_failures.labels(source)  # exported at 0 from the start
+        self.group_commits = Counter(
+            "fstore_group_commits",
+            "Group commits of this node's own writes, by the thread that ran their catalog "
+            "transaction: the event loop's (rows alone, disk quick) or a commit thread.",
+            ["on"],
+            registry=self.registry,
+        )
+        for on in ("loop", "thread"):
+            self.group_commits.labels(on)
         self.http_request_duration = Histogram(
             "fstore_http_request_duration_seconds",
             "HTTP API requests, until the last byte of the response was handed on.",

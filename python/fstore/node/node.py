@@ -163,6 +163,7 @@ class Node:
                 lease_period=lease_period,
                 max_storage=max_storage,
                 clock=clock,
+                metrics=self.metrics,
             )
             replicator = Replicator(self._peers, self._local, replicas, self.metrics)
             self.names = Names(NameKeys(secret), self._local, self._peers, replicator)
