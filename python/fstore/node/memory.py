@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 from typing import Final
 
 from fstore.net.wire import MAX_FRAME
@@ -37,14 +36,13 @@ _M_ARENA_MAX: Final = -8
 
 
 def _glibc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """The C library this process runs on, if it is glibc (whose mallopt codes these are)."""
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the symbols already loaded: no search, no subprocess
+        libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    except (OSError, AttributeError):  # not glibc
+    except (OSError, AttributeError):
         return None
     return libc
 
