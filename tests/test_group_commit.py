@@ -13,7 +13,6 @@ from fstore import _native
 from fstore.errors import AddressMismatchError, StorageError
 from fstore.node import local as local_module
 from fstore.node.local import MAX_COMMITS, LocalBlobs
-from fstore.node.metrics import NodeMetrics
 from fstore.storage.blobs import BlobStore
 from fstore.storage.catalog import Catalog
 from fstore.storage.smallblobs import SMALL_BLOB_MAX, SmallBlobs
@@ -96,15 +95,12 @@ def test_a_failed_blob_write_fails_its_waiters_and_leaves_no_pin(tmp_path: Path)
 
 
 def with_rows(tmp_path: Path) -> LocalBlobs:
-    """LocalBlobs as a node has them: small blobs are catalog rows; commits counted."""
+    """LocalBlobs as a node has them: small blobs are catalog rows."""
     catalog = Catalog(tmp_path / "fstore.db")
-    return LocalBlobs(
-        BlobStore(tmp_path, small=SmallBlobs(catalog)), catalog, metrics=NodeMetrics()
-    )
+    return LocalBlobs(BlobStore(tmp_path, small=SmallBlobs(catalog)), catalog)
 
 
 def commits_counted(local: LocalBlobs) -> dict[str, float]:
-    assert local.metrics is not None
     registry = local.metrics.registry
     return {
         on: registry.get_sample_value("fstore_group_commits_total", {"on": on}) or 0.0
@@ -132,10 +128,10 @@ def test_rows_commit_on_the_loop_and_blob_files_on_threads(
         small = [await put_small(local) for _ in range(3)]
         locator = os.urandom(32)
         assert await local.put_record(locator, b"record", (1, bytes(32)))
-        assert (local.commits, local.commits_on_loop) == (4, 4)
+        assert (local.commits, commits_counted(local)["loop"]) == (4, 4)
         large = os.urandom(SMALL_BLOB_MAX + 1)
         await local.put(_native.hash(large), large)
-        assert (local.commits, local.commits_on_loop) == (5, 4)
+        assert (local.commits, commits_counted(local)["loop"]) == (5, 4)
         assert commits_counted(local) == {"loop": 4, "thread": 1}
         with committed(tmp_path) as other:
             assert set(other.kept()) == {*small, _native.hash(large)}
@@ -170,7 +166,7 @@ def test_a_catalog_written_by_another_thread_never_blocks_the_loop(tmp_path: Pat
         address = await put
         await asyncio.to_thread(other_writer.join)
         assert released_by_loop == [True]
-        assert local.commits_on_loop == 0
+        assert commits_counted(local)["loop"] == 0
         assert commits_counted(local) == {"loop": 0, "thread": 1}
         with committed(tmp_path) as other:
             assert other.is_kept(address)
@@ -190,12 +186,12 @@ def test_a_slow_commit_sends_row_commits_to_threads_for_a_pause(
         monkeypatch.setattr(local_module, "LOOP_COMMIT_LIMIT", 0.0)  # every commit is slow
         for _ in range(3):
             await put_small(local)
-        assert (local.commits, local.commits_on_loop) == (3, 1)
+        assert (local.commits, commits_counted(local)["loop"]) == (3, 1)
         monkeypatch.setattr(local_module, "LOOP_COMMIT_LIMIT", 3600.0)  # none is
         monkeypatch.setattr(local_module, "LOOP_COMMIT_PAUSE", 0.0)  # and the pause is over
         for _ in range(2):
             await put_small(local)
-        assert (local.commits, local.commits_on_loop) == (5, 3)
+        assert (local.commits, commits_counted(local)["loop"]) == (5, 3)
         await local.close()
 
     asyncio.run(main())

@@ -100,7 +100,7 @@ class LocalBlobs:
         metrics: NodeMetrics | None = None,
     ) -> None:
         self.blobs = blobs
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self.catalog = catalog
         self.grace = grace
         self.lease_period = lease_period
@@ -115,7 +115,6 @@ class LocalBlobs:
         self._commits: set[asyncio.Task[None]] = set()
         self._launch_scheduled = False
         self.commits = 0  # group commits run so far
-        self.commits_on_loop = 0  # of them, committed on the event loop's thread
         self._slow_commit_at = -LOOP_COMMIT_PAUSE  # monotonic time of the last slow one
         # Threads of its own: a commit never queues behind the reads of a get.
         self._executor = ThreadPoolExecutor(2 * MAX_COMMITS, thread_name_prefix="commit")
@@ -332,8 +331,7 @@ class LocalBlobs:
         rows: _RowsDone | BaseException
         try:
             on_loop = None if files else self._write_rows_on_loop(batch, small)
-            if self.metrics is not None:
-                self.metrics.group_commits.labels("thread" if on_loop is None else "loop").inc()
+            self.metrics.group_commits.labels("thread" if on_loop is None else "loop").inc()
             if on_loop is not None:
                 rows = on_loop
             else:
@@ -380,7 +378,6 @@ class LocalBlobs:
         with self.catalog.writer_if_free() as free:
             if not free:
                 return None
-            self.commits_on_loop += 1
             return self._write_rows(batch, small)
 
     def _write_rows(

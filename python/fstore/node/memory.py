@@ -19,9 +19,8 @@ import asyncio
 import ctypes
 from typing import Final
 
-from fstore.net.wire import MAX_FRAME
+from fstore.net.wire import MAX_FRAME, MiB
 
-MiB: Final = 1 << 20
 # Above the largest frame (a sealed 4 MiB chunk and its header), so that no blob buffer
 # is an mmap of its own; larger blocks (a manifest of a huge file) still are.
 MMAP_THRESHOLD: Final = 2 * MAX_FRAME
