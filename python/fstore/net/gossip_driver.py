@@ -6,7 +6,8 @@ carries each message the core returns as a ``gossip`` request on the link to
 its recipient, opened on demand (``Membership.connect``). Delivery is best
 effort, as the core expects: a message that cannot be delivered is dropped.
 Probes share each connection with bulk data, so anything a probed member sends
-after a PING counts as its ACK (``_watch``).
+after a PING, or its taking in what was queued ahead of the PING, counts as its
+ACK (``_watch``).
 
 Who sent a message is the node id the link's handshake proved, never a field
 of the message; a record's address is only a claim, checked by the certificate
@@ -139,13 +140,23 @@ class GossipDriver:
             log.debug("gossip to %s not delivered: %s", send.to.hex()[:12], e)
 
     def _watch(self, link: PeerLink, node: bytes, seq: int) -> None:
-        """Count bytes from ``node`` after PING ``seq`` as its ACK, just before the probe
-        times out: its ACK may be queued behind a blob on the same connection, and a
-        member that is sending is alive (a dead one's connection ends once drained)."""
+        """Count signs of life from ``node`` after PING ``seq`` as its ACK, just before the
+        probe times out. A blob on the same connection may hold up the PING or the ACK
+        for seconds on a slow path, so either sign will do:
+
+        - bytes from ``node``: a member that is sending is alive (a dead one's
+          connection ends once drained);
+        - ``node`` taking in the bytes queued ahead of the PING: its TCP acknowledges
+          only what fits its receive buffer, which stays full unless its process
+          reads. Once it has taken in all of them, only an answer counts.
+        """
         sent_at = time.monotonic()
+        ahead = link.send_mark()
 
         def check() -> None:
-            if link.heard_at > sent_at and not link.is_closed():
+            if link.is_closed():
+                return
+            if link.heard_at > sent_at or link.taking_in(ahead):
                 self._send_all(self.gossip.receive(node, Ack(seq, ()), self._clock()))
 
         delay = self.gossip.config.probe_timeout * ANSWER_WAIT

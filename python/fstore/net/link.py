@@ -37,7 +37,7 @@ from fstore.errors import (
     ProtocolError,
     RemoteError,
 )
-from fstore.net import wire
+from fstore.net import tcp_queue, wire
 from fstore.net.rtt import ResponseTimes
 from fstore.net.trust import LinkCredentials
 
@@ -111,6 +111,14 @@ DEFAULT_LIMITS = LinkLimits()
 
 
 @dataclass(frozen=True)
+class SendMark:
+    """How far the peer's TCP had acknowledged our bytes, and where what we had queued ended."""
+
+    acked: int
+    end: int
+
+
+@dataclass(frozen=True)
 class _ErrorReply:
     code: str
     msg: str
@@ -154,6 +162,7 @@ class PeerLink(asyncio.BufferedProtocol):
         self.peer_node: bytes | None = None  # set once the peer's HELLO is verified
         self.peer_addr: str | None = None
         self._transport: asyncio.Transport | None = None  # TLS, handshake done
+        self._socket: tcp_queue.SocketLike | None = None  # the TCP socket under TLS
         # Asked once the connection is made: asyncio's TLS transport cannot answer once
         # closed twice, and a link must still describe itself as it ends.
         self._peer_socket_name = "?"
@@ -199,6 +208,7 @@ class PeerLink(asyncio.BufferedProtocol):
         elif name:
             self._peer_socket_name = str(name)
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self._socket = transport.get_extra_info("socket")
         self._handshake_timer = asyncio.get_running_loop().call_later(
             self.limits.handshake_timeout, self._handshake_timed_out
         )
@@ -434,6 +444,26 @@ class PeerLink(asyncio.BufferedProtocol):
     async def _ping_quietly(self) -> None:
         with contextlib.suppress(FstoreError):
             await self.request("ping", deadline=self.expected_time())
+
+    def send_mark(self) -> SendMark | None:
+        """Where our bytes to the peer stand now (None where the kernel does not say)."""
+        acked = tcp_queue.acked_bytes(self._socket)
+        queued = tcp_queue.queued_bytes(self._socket)
+        if acked is None or queued is None or self.is_closed():
+            return None
+        assert self._transport is not None
+        return SendMark(acked, acked + queued + self._transport.get_write_buffer_size())
+
+    def taking_in(self, mark: SendMark | None) -> bool:
+        """Whether the peer has taken in bytes we had queued at ``mark``, but not all of them.
+
+        Its TCP acknowledges only what fits its receive buffer, which fills unless
+        its process reads: a peer draining a backlog is alive, however slow the path.
+        """
+        if mark is None or self.is_closed():
+            return False
+        acked = tcp_queue.acked_bytes(self._socket)
+        return acked is not None and mark.acked < acked < mark.end
 
     def mark_overdue(self) -> None:
         """A request to this peer is overdue: ask it last until it is heard from again."""
