@@ -146,7 +146,7 @@ def test_a_link_credits_a_member_only_while_it_takes_in_the_backlog(
             await until(lambda: link.taking_in(mark), "sign of the member taking in the backlog")
             go_on.release()
             await until(
-                lambda: (tcp_queue.acked_bytes(link._socket) or 0) >= mark.end,
+                lambda: (m := link.send_mark()) is not None and m.acked >= mark.end,
                 "end of the backlog acknowledged",
             )
             assert read_some.is_set()

@@ -20,6 +20,7 @@ from typing import Protocol
 # struct tcp_info is only ever extended at its end; tcpi_bytes_acked is a u64 at 120.
 _BYTES_ACKED_OFFSET = 120
 _TCP_INFO_SIZE = 256
+_LINUX = sys.platform.startswith("linux")
 
 
 class SocketLike(Protocol):
@@ -30,7 +31,7 @@ class SocketLike(Protocol):
 
 def acked_bytes(sock: SocketLike | None) -> int | None:
     """Bytes of ours the peer's TCP has acknowledged on this connection so far."""
-    if sock is None or not sys.platform.startswith("linux"):
+    if sock is None or not _LINUX:
         return None
     with contextlib.suppress(OSError, ValueError):
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
@@ -41,7 +42,7 @@ def acked_bytes(sock: SocketLike | None) -> int | None:
 
 def queued_bytes(sock: SocketLike | None) -> int | None:
     """Bytes in our socket's send queue: not yet sent, or sent and not yet acknowledged."""
-    if sock is None or not sys.platform.startswith("linux"):
+    if sock is None or not _LINUX:
         return None
     with contextlib.suppress(OSError, ValueError):
         answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))

@@ -330,12 +330,11 @@ class LocalBlobs:
         )
         rows: _RowsDone | BaseException
         try:
-            on_loop = None if files else self._write_rows_on_loop(batch, small)
-            self.metrics.group_commits.labels("thread" if on_loop is None else "loop").inc()
-            if on_loop is not None:
-                rows = on_loop
-            else:
-                rows = await self._in_thread(functools.partial(self._write_rows, batch, small))
+            done = None if files else self._write_rows_on_loop(batch, small)
+            if done is None:
+                self.metrics.group_commits.labels("thread").inc()
+                done = await self._in_thread(functools.partial(self._write_rows, batch, small))
+            rows = done
         except Exception as e:
             rows = e
         row_error = rows if isinstance(rows, BaseException) else None
@@ -378,6 +377,7 @@ class LocalBlobs:
         with self.catalog.writer_if_free() as free:
             if not free:
                 return None
+            self.metrics.group_commits.labels("loop").inc()
             return self._write_rows(batch, small)
 
     def _write_rows(

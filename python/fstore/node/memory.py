@@ -53,14 +53,12 @@ def is_glibc() -> bool:
     return _LIBC is not None
 
 
-def tune_allocator() -> bool:
-    """Set the thresholds for this process (call it first thing); False if not glibc."""
-    if _LIBC is None:
-        return False
-    _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    _LIBC.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    _LIBC.mallopt(_M_ARENA_MAX, ARENAS)
-    return True
+def tune_allocator() -> None:
+    """Set the thresholds for this process (call it first thing); nothing if not glibc."""
+    if _LIBC is not None:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        _LIBC.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        _LIBC.mallopt(_M_ARENA_MAX, ARENAS)
 
 
 def trim() -> bool:
